@@ -3,6 +3,7 @@
 //! - [`v1`]: the device service spoken between agent and management server (gRPC over mTLS).
 //! - [`bridge::v1`]: the local-socket protocol through which an out-of-process platform bridge
 //!   implements the agent's OS port.
+//! - [`convert`]: the one mapping between wire types and `latchkey-platform` types.
 //! - `redact`: hand-written `Debug` impls for every message that carries a secret.
 #![forbid(unsafe_code)]
 #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
@@ -20,6 +21,7 @@ pub mod bridge {
     }
 }
 
+pub mod convert;
 mod redact;
 
 /// Largest bridge frame either side accepts.
