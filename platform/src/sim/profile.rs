@@ -54,7 +54,7 @@ fn facts(platform: Platform, os_version: &str, api_level: u32, mode: ManagementM
 pub struct InitOptions {
     /// Replace the profile's device policy.
     pub device_policy: Option<PasscodePolicy>,
-    /// Assign no device passcode policy.
+    /// Assign no passcode policy (device, and work profile on work-profile devices).
     pub no_passcode_policy: bool,
     /// Windows: the tenant's EnablePinRecovery is off.
     pub pin_recovery_disabled: bool,
@@ -112,7 +112,8 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
         profile: name.to_owned(),
         facts,
         device_policy,
-        work_profile_policy: wp_policy,
+        // For work-profile devices "no passcode policy" means no work-profile policy either.
+        work_profile_policy: if options.no_passcode_policy { None } else { wp_policy },
         device_passcode: None,
         work_profile_passcode: None,
         reset_token: None,

@@ -1,0 +1,310 @@
+//! Agent configuration: a base TOML file plus `config.d/*.toml` drop-ins merged in name order
+//! (tables merge, scalars replace), deserialized once with unknown keys refused, then checked
+//! by [`Config::check`], whose errors name the key.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/latchkey/config.toml";
+
+/// Configuration errors: each names the file or the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// The merged document does not fit the schema (unknown key, wrong type).
+    #[error("{0}")]
+    Schema(String),
+    /// A value is not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// `https://host:port` of the management server.
+    #[serde(default)]
+    pub url: String,
+    /// The only CA trusted for the server (PEM).
+    #[serde(default = "default_ca")]
+    pub ca: PathBuf,
+}
+
+fn default_ca() -> PathBuf {
+    PathBuf::from("/etc/latchkey/server-ca.pem")
+}
+
+/// `[state]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Identity, journal and secret store (0700).
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/latchkey")
+}
+
+/// Which OS port to use.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// Real Linux accounts.
+    Linux,
+    /// The device simulator.
+    Sim,
+    /// An out-of-process bridge over a local socket.
+    Bridge,
+}
+
+/// `[platform]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSection {
+    /// Port.
+    #[serde(default = "default_port")]
+    pub port: PortKind,
+    /// Simulator state file (port = "sim").
+    pub sim_state: Option<PathBuf>,
+    /// Bridge socket (port = "bridge").
+    pub bridge_socket: Option<PathBuf>,
+    /// Managed account (port = "linux").
+    #[serde(default = "default_linux_user")]
+    pub linux_user: String,
+    /// Filesystem root holding etc/shadow (port = "linux").
+    #[serde(default = "default_root")]
+    pub linux_root: PathBuf,
+    /// Session-lock command (port = "linux").
+    #[serde(default = "default_lock_command")]
+    pub lock_command: Vec<String>,
+    /// Passcode policy document for the linux port (plist, DPM JSON or PINComplexity).
+    pub policy_file: Option<PathBuf>,
+}
+
+fn default_port() -> PortKind {
+    PortKind::Linux
+}
+fn default_linux_user() -> String {
+    "latchkey".into()
+}
+fn default_root() -> PathBuf {
+    PathBuf::from("/")
+}
+fn default_lock_command() -> Vec<String> {
+    vec!["loginctl".into(), "lock-sessions".into()]
+}
+
+/// How commands reach the agent.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectMode {
+    /// Push stream, polling as fallback.
+    Stream,
+    /// Polling only.
+    Poll,
+}
+
+/// `[connect]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connect {
+    /// Stream or poll.
+    #[serde(default = "default_mode")]
+    pub mode: ConnectMode,
+    /// Poll period (and stream-fallback period).
+    #[serde(default = "default_poll", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// Heartbeat period on the stream.
+    #[serde(default = "default_heartbeat", deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    /// Slow check-in period.
+    #[serde(default = "default_checkin", deserialize_with = "duration")]
+    pub checkin_interval: Duration,
+    /// Ceiling of the reconnect backoff.
+    #[serde(default = "default_backoff_max", deserialize_with = "duration")]
+    pub backoff_max: Duration,
+}
+
+fn default_mode() -> ConnectMode {
+    ConnectMode::Stream
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_checkin() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[control]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Control socket for `latchkey status`.
+    #[serde(default = "default_control")]
+    pub socket: PathBuf,
+}
+
+fn default_control() -> PathBuf {
+    PathBuf::from("/run/latchkey/control.sock")
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    pub server: Server,
+    /// `[state]`.
+    pub state: State,
+    /// `[platform]`.
+    pub platform: PlatformSection,
+    /// `[connect]`.
+    pub connect: Connect,
+    /// `[control]`.
+    pub control: Control,
+}
+
+/// Merges `overlay` into `base`: tables merge key by key, anything else replaces.
+pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+}
+
+impl Config {
+    /// Loads `path` (missing is fine for the default path) and its `config.d/*.toml` drop-ins.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        if path.exists() || path != Path::new(DEFAULT_CONFIG) {
+            table = read_table(path)?;
+        }
+        let dropins = path.parent().unwrap_or(Path::new(".")).join("config.d");
+        if let Ok(entries) = std::fs::read_dir(&dropins) {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            for file in files {
+                merge(&mut table, read_table(&file)?);
+            }
+        }
+        Self::from_table(table)
+    }
+
+    /// Builds a configuration from a merged table, applying defaults.
+    pub fn from_table(mut table: toml::Table) -> Result<Self, ConfigError> {
+        for section in ["server", "state", "platform", "connect", "control"] {
+            table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+        toml::Value::Table(table).try_into::<Config>().map_err(|e| ConfigError::Schema(e.message().to_owned()))
+    }
+
+    /// Semantic checks, separate from parsing.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        if !self.server.url.starts_with("https://") {
+            return invalid("server.url", "must be an https:// URL (there is no plaintext mode)");
+        }
+        if crate::transport::endpoint(&self.server.url).is_err() {
+            return invalid("server.url", "must be https://HOST:PORT");
+        }
+        match self.platform.port {
+            PortKind::Sim if self.platform.sim_state.is_none() => return invalid("platform.sim_state", "required with port = \"sim\""),
+            PortKind::Bridge if self.platform.bridge_socket.is_none() => {
+                return invalid("platform.bridge_socket", "required with port = \"bridge\"")
+            }
+            PortKind::Linux if self.platform.lock_command.is_empty() => return invalid("platform.lock_command", "must name a command"),
+            _ => {}
+        }
+        if self.connect.heartbeat < Duration::from_millis(100) {
+            return invalid("connect.heartbeat", "must be at least 100ms");
+        }
+        if self.connect.poll_interval < Duration::from_millis(100) {
+            return invalid("connect.poll_interval", "must be at least 100ms");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropins_merge_in_name_order_tables_merge_scalars_replace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("config.toml");
+        std::fs::write(&base, "[server]\nurl = \"https://a:1\"\n[connect]\nmode = \"stream\"\nheartbeat = \"5s\"\n").expect("base");
+        std::fs::create_dir(dir.path().join("config.d")).expect("dir");
+        std::fs::write(dir.path().join("config.d/20-poll.toml"), "[connect]\nmode = \"poll\"\n").expect("20");
+        std::fs::write(dir.path().join("config.d/10-url.toml"), "[server]\nurl = \"https://b:2\"\n").expect("10");
+        std::fs::write(dir.path().join("config.d/ignored.txt"), "garbage").expect("txt");
+        let config = Config::load(&base).expect("load");
+        assert_eq!(config.server.url, "https://b:2");
+        assert_eq!(config.connect.mode, ConnectMode::Poll);
+        assert_eq!(config.connect.heartbeat, Duration::from_secs(5));
+        assert_eq!(config.connect.poll_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_file_or_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[connect]\nmdoe = \"stream\"\n").expect("write");
+        let err = Config::load(&path).expect_err("typo must fail").to_string();
+        assert!(err.contains("mdoe"), "{err}");
+        std::fs::write(&path, "[server]\nurl = \"http://plain:80\"\n").expect("write");
+        let err = Config::load(&path).expect("parses").check().expect_err("plaintext").to_string();
+        assert!(err.starts_with("server.url"), "{err}");
+        std::fs::write(&path, "[server\n").expect("write");
+        let err = Config::load(&path).expect_err("bad toml").to_string();
+        assert!(err.contains("config.toml"), "{err}");
+    }
+}
