@@ -43,7 +43,7 @@ pub enum ConfigError {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{e} (expected a duration such as \"20s\" or \"5m\")")))
 }
 
 /// `[server]`.
@@ -243,7 +243,10 @@ impl Config {
         for section in ["server", "state", "platform", "connect", "control"] {
             table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         }
-        toml::Value::Table(table).try_into::<Config>().map_err(|e| ConfigError::Schema(e.message().to_owned()))
+        serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Schema(format!("{path}: {}", e.into_inner().message()))
+        })
     }
 
     /// Semantic checks, separate from parsing.

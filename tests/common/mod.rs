@@ -1,0 +1,339 @@
+//! Test helpers that read like prose: a real `latchkey-server` process, real `latchkey` agents,
+//! simulated devices, and a TCP proxy we can cut. Every test gets its own temp dir and port 0.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The agent binary built for this test run.
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_latchkey"))
+}
+
+/// The server binary, built beside the agent (cargo test --workspace builds it; build it here
+/// when a single package is tested).
+pub fn server_bin() -> PathBuf {
+    let path = agent_bin().with_file_name("latchkey-server");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "latchkey-server", "--bin", "latchkey-server"])
+            .status()
+            .expect("cargo build latchkey-server");
+        assert!(status.success(), "building latchkey-server failed");
+    }
+    path
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command with `stdin` piped in.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// A running reference server.
+pub struct Server {
+    pub dir: PathBuf,
+    pub addr: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(root: &Path) -> Self {
+        let dir = root.join("server");
+        let log = root.join("server.log");
+        let mut child = Command::new(server_bin())
+            .args(["--data", dir.to_str().expect("utf8"), "serve", "--listen", "127.0.0.1:0", "--heartbeat", "1s"])
+            .env("LATCHKEY_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start latchkey-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read address");
+        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+        Server { dir, addr, child, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(server_bin()).arg("--data").arg(&self.dir).args(args).output().expect("admin command")
+    }
+
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(out.status.success(), "latchkey-server {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    pub fn token(&self) -> String {
+        self.admin_ok(&["token", "create"]).trim().to_owned()
+    }
+
+    /// Queues an action; returns (command id, temporary passcode if any).
+    pub fn action(&self, kind: &str, device: &str, extra: &[&str]) -> (String, Option<String>) {
+        let mut args = vec!["action", kind, "--device", device, "--json"];
+        args.extend_from_slice(extra);
+        let v: Value = serde_json::from_str(&self.admin_ok(&args)).expect("action json");
+        (v["command_id"].as_str().expect("id").to_owned(), v["temporary_passcode"].as_str().map(str::to_owned))
+    }
+
+    pub fn actions(&self) -> Vec<Value> {
+        serde_json::from_str(&self.admin_ok(&["actions", "--json"])).expect("actions json")
+    }
+
+    pub fn action_row(&self, command_id: &str) -> Option<Value> {
+        self.actions().into_iter().find(|a| a["command_id"] == command_id)
+    }
+
+    /// Waits until the action has a result, and returns its row.
+    pub fn wait_result(&self, command_id: &str, timeout: Duration) -> Value {
+        wait_until(&format!("a result for {command_id}"), timeout, || {
+            self.action_row(command_id).is_some_and(|r| !matches!(r["state"].as_str(), Some("pending" | "sent")))
+        });
+        self.action_row(command_id).expect("row")
+    }
+
+    pub fn devices(&self) -> Vec<Value> {
+        serde_json::from_str(&self.admin_ok(&["devices", "--json"])).expect("devices json")
+    }
+
+    pub fn checked_in(&self, device: &str) -> bool {
+        self.devices().iter().any(|d| d["device_id"] == device && d["last_checkin"].as_i64().unwrap_or(0) > 0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A simulated device with its own agent state, config and log.
+pub struct Device {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub sim: PathBuf,
+    pub id: String,
+    pub log: PathBuf,
+    agent: Option<Child>,
+}
+
+/// How to set a device up.
+pub struct DeviceSpec<'a> {
+    pub profile: &'a str,
+    pub sim_args: &'a [&'a str],
+    /// Extra `[connect]` lines, e.g. `mode = "poll"`.
+    pub connect: &'a str,
+    /// Server URL override (a proxy).
+    pub url: Option<String>,
+}
+
+impl<'a> DeviceSpec<'a> {
+    pub fn new(profile: &'a str) -> Self {
+        Self { profile, sim_args: &[], connect: "", url: None }
+    }
+}
+
+impl Device {
+    /// Creates the simulated device, writes its config and enrolls it with a fresh token.
+    pub fn enroll(root: &Path, name: &str, server: &Server, spec: DeviceSpec<'_>) -> Device {
+        let mut device = Self::prepare(root, name, server, spec);
+        let out = device.enroll_with(&server.token());
+        assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+        device.id = String::from_utf8_lossy(&out.stdout).trim().strip_prefix("enrolled as ").expect("enrolled line").to_owned();
+        device
+    }
+
+    /// Runs `latchkey enroll` with `token` on stdin.
+    pub fn enroll_with(&self, token: &str) -> Output {
+        run_with_stdin(Command::new(agent_bin()).args(["enroll", "--config", self.config.to_str().expect("utf8"), "--token-file", "-"]), token)
+    }
+
+    /// Creates the simulated device and its config, not enrolled yet.
+    pub fn prepare(root: &Path, name: &str, server: &Server, spec: DeviceSpec<'_>) -> Device {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("device dir");
+        let sim = dir.join("sim.json");
+        let mut init = Command::new(agent_bin());
+        init.args(["sim", "init", "--state", sim.to_str().expect("utf8"), "--profile", spec.profile]).args(spec.sim_args);
+        let out = init.output().expect("sim init");
+        assert!(out.status.success(), "sim init: {}", String::from_utf8_lossy(&out.stderr));
+        let config = dir.join("config.toml");
+        let url = spec.url.clone().unwrap_or_else(|| server.url());
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nurl = \"{url}\"\nca = \"{}\"\n[state]\ndir = \"{}\"\n[platform]\nport = \"sim\"\nsim_state = \"{}\"\n[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n",
+                server.ca().display(),
+                dir.join("state").display(),
+                sim.display(),
+                spec.connect,
+                dir.join("control.sock").display()
+            ),
+        )
+        .expect("config");
+        Device { log: dir.join("agent.log"), dir, config, sim, id: String::new(), agent: None }
+    }
+
+    /// Starts `latchkey run`, appending to the device's log.
+    pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let child = Command::new(agent_bin())
+            .args(["run", "--config", self.config.to_str().expect("utf8")])
+            .env("LATCHKEY_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent");
+        self.agent = Some(child);
+    }
+
+    /// Waits for the agent process to exit by itself; returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.agent.as_mut().expect("agent running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.agent = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "agent did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.agent.as_ref().expect("agent running").id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    pub fn sim_show(&self) -> Value {
+        let out = Command::new(agent_bin()).args(["sim", "show", "--json", "--state", self.sim.to_str().expect("utf8")]).output().expect("sim show");
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("sim json")
+    }
+
+    /// Runs `latchkey sim user …` with optional stdin; returns the exit code.
+    pub fn user(&self, args: &[&str], stdin: &str) -> i32 {
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["sim", "user", "--state", self.sim.to_str().expect("utf8")]).args(args);
+        run_with_stdin(&mut cmd, stdin).status.code().unwrap_or(-1)
+    }
+
+    pub fn effects_for(&self, command_id: &str) -> usize {
+        self.sim_show()["effects"].as_array().map(|e| e.iter().filter(|x| x["command_id"] == command_id).count()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1:0 that forwards to `target` and can cut every connection.
+pub struct Proxy {
+    pub addr: String,
+    cut: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (target, cut2, live2) = (target.to_owned(), cut.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect(&target) else { continue };
+                let mut live = live2.lock().expect("lock");
+                live.push(client.try_clone().expect("clone"));
+                live.push(upstream.try_clone().expect("clone"));
+                drop(live);
+                pump(client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+                pump(upstream, client);
+            }
+        });
+        Proxy { addr, cut, live }
+    }
+
+    /// Drops every live connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.live.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
