@@ -16,7 +16,10 @@ const SECRET_BEARING: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["latchkey/v1/device.proto", "latchkey/bridge/v1/bridge.proto"];
+    let files = [
+        "latchkey/v1/device.proto",
+        "latchkey/bridge/v1/bridge.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

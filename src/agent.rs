@@ -66,9 +66,20 @@ pub struct InstanceLock {
 /// Takes the state directory's lock or says who holds it.
 pub fn lock_instance(state_dir: &std::path::Path) -> Result<InstanceLock> {
     let path = state_dir.join("agent.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| anyhow::anyhow!("another latchkey agent is already running on {}", state_dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "another latchkey agent is already running on {}",
+                state_dir.display()
+            )
+        },
+    )?;
     Ok(InstanceLock { _lock: lock })
 }
 
@@ -77,9 +88,12 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
     config.check()?;
     identity::create_private_dir(&config.state.dir)?;
     let _instance = lock_instance(&config.state.dir)?;
-    let identity = Identity::load(&config.state.dir)?
-        .ok_or_else(|| anyhow::anyhow!("this device is not enrolled: run `latchkey enroll` first"))?;
-    let journal = Arc::new(Journal::open(&config.state.dir.join("journal.db")).context("opening the journal")?);
+    let identity = Identity::load(&config.state.dir)?.ok_or_else(|| {
+        anyhow::anyhow!("this device is not enrolled: run `latchkey enroll` first")
+    })?;
+    let journal = Arc::new(
+        Journal::open(&config.state.dir.join("journal.db")).context("opening the journal")?,
+    );
     let secrets = Arc::new(SecretStore::open(&config.state.dir)?);
     let port = Arc::new(Mutex::new(crate::ports::open(&config)?));
     let executor = Arc::new(Executor {
@@ -96,7 +110,10 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
         journal,
         secrets,
         port,
-        link: Arc::new(Mutex::new(LinkStatus { link: "disconnected", ..LinkStatus::default() })),
+        link: Arc::new(Mutex::new(LinkStatus {
+            link: "disconnected",
+            ..LinkStatus::default()
+        })),
         results_ready: Notify::new(),
         state_changed: Notify::new(),
         commands: tx,
@@ -116,7 +133,11 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
 
     let tracker = TaskTracker::new();
     tracker.spawn(worker(executor, rx, shared.clone(), shutdown.clone()));
-    tracker.spawn(crate::control::serve(config.control.socket.clone(), shared.clone().status_source(), shutdown.clone()));
+    tracker.spawn(crate::control::serve(
+        config.control.socket.clone(),
+        shared.clone().status_source(),
+        shutdown.clone(),
+    ));
     link_loop(&shared, identity, &shutdown).await;
     tracker.close();
     tracker.wait().await;
@@ -131,7 +152,12 @@ impl Shared {
         Arc::new(move || {
             let link = me.link.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let counts = me.journal.counts().unwrap_or_default();
-            let snapshot = me.port.lock().unwrap_or_else(|p| p.into_inner()).snapshot().ok();
+            let snapshot = me
+                .port
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot()
+                .ok();
             serde_json::json!({
                 "device_id": me.device_id,
                 "server": me.config.server.url,
@@ -152,7 +178,12 @@ impl Shared {
     }
 }
 
-async fn worker(executor: Arc<Executor>, mut rx: mpsc::Receiver<v1::Command>, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn worker(
+    executor: Arc<Executor>,
+    mut rx: mpsc::Receiver<v1::Command>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     loop {
         let command = tokio::select! {
             c = rx.recv() => match c { Some(c) => c, None => return },
@@ -189,7 +220,8 @@ async fn link_loop(shared: &Arc<Shared>, mut identity: Identity, shutdown: &Canc
                 shared.set_link("disconnected", Some(format!("{e:#}")));
             }
         }
-        let delay = backoff::jittered(attempt, shared.config.connect.backoff_max).min(shared.config.connect.poll_interval);
+        let delay = backoff::jittered(attempt, shared.config.connect.backoff_max)
+            .min(shared.config.connect.poll_interval);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
@@ -198,12 +230,18 @@ async fn link_loop(shared: &Arc<Shared>, mut identity: Identity, shutdown: &Canc
 }
 
 async fn connect(shared: &Shared, identity: &Identity) -> Result<Client> {
-    let ca = std::fs::read_to_string(&shared.config.server.ca).with_context(|| format!("reading server.ca {}", shared.config.server.ca.display()))?;
+    let ca = std::fs::read_to_string(&shared.config.server.ca)
+        .with_context(|| format!("reading server.ca {}", shared.config.server.ca.display()))?;
     let tls = transport::tls::client_config(&ca, Some((&identity.cert_pem, &identity.key_pem)))?;
     transport::connect(&shared.config.server.url, tls).await
 }
 
-async fn session(shared: &Arc<Shared>, identity: &mut Identity, shutdown: &CancellationToken, attempt: &mut u32) -> Result<SessionEnd> {
+async fn session(
+    shared: &Arc<Shared>,
+    identity: &mut Identity,
+    shutdown: &CancellationToken,
+    attempt: &mut u32,
+) -> Result<SessionEnd> {
     let mut client = connect(shared, identity).await?;
     renew_if_needed(shared, &mut client, identity).await?;
     check_in(shared, &mut client).await?;
@@ -228,7 +266,11 @@ async fn session(shared: &Arc<Shared>, identity: &mut Identity, shutdown: &Cance
         }
     }
     let (out_tx, out_rx) = mpsc::channel::<v1::AgentEvent>(4);
-    let beat = || v1::AgentEvent { event: Some(v1::agent_event::Event::Heartbeat(v1::Heartbeat { sent_at_unix_ms: crate::now_ms() })) };
+    let beat = || v1::AgentEvent {
+        event: Some(v1::agent_event::Event::Heartbeat(v1::Heartbeat {
+            sent_at_unix_ms: crate::now_ms(),
+        })),
+    };
     out_tx.send(beat()).await.ok();
     let mut inbound = client
         .subscribe(tokio_stream::wrappers::ReceiverStream::new(out_rx))
@@ -275,13 +317,21 @@ async fn session(shared: &Arc<Shared>, identity: &mut Identity, shutdown: &Cance
     }
 }
 
-async fn renew_if_needed(shared: &Shared, client: &mut Client, identity: &mut Identity) -> Result<()> {
+async fn renew_if_needed(
+    shared: &Shared,
+    client: &mut Client,
+    identity: &mut Identity,
+) -> Result<()> {
     let now_secs = crate::now_ms() / 1000;
     if !identity.needs_renewal(now_secs) {
         return Ok(());
     }
     let (key_pem, csr_der) = identity::new_key_and_csr()?;
-    let response = client.renew_identity(v1::RenewRequest { csr_der }).await.context("renewing the device certificate")?.into_inner();
+    let response = client
+        .renew_identity(v1::RenewRequest { csr_der })
+        .await
+        .context("renewing the device certificate")?
+        .into_inner();
     let renewed = Identity {
         device_id: identity.device_id.clone(),
         cert_pem: response.cert_chain_pem,
@@ -305,25 +355,55 @@ async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
     })
     .await??;
     if let Some(token) = escrow.reset_token {
-        client.escrow_reset_token(v1::ResetToken { token: token.expose().to_vec() }).await.context("escrowing the reset token")?;
+        client
+            .escrow_reset_token(v1::ResetToken {
+                token: token.expose().to_vec(),
+            })
+            .await
+            .context("escrowing the reset token")?;
         crate::lifecycle::reset_token_escrowed(&shared.journal)?;
     }
     if let Some(token) = escrow.unlock_token {
-        client.escrow_unlock_token(v1::UnlockToken { token: token.expose().to_vec() }).await.context("escrowing the unlock token")?;
+        client
+            .escrow_unlock_token(v1::UnlockToken {
+                token: token.expose().to_vec(),
+            })
+            .await
+            .context("escrowing the unlock token")?;
         crate::lifecycle::unlock_token_escrowed(&shared.journal, &token)?;
         tracing::info!("unlock token escrowed");
     }
-    let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
     let facts = convert::facts_to_wire(&state.facts, &hostname);
-    let message = convert::state_to_wire(facts, &state.state, env!("CARGO_PKG_VERSION"), crate::lifecycle::unlock_escrowed(&shared.journal));
+    let message = convert::state_to_wire(
+        facts,
+        &state.state,
+        env!("CARGO_PKG_VERSION"),
+        crate::lifecycle::unlock_escrowed(&shared.journal),
+    );
     client.check_in(message).await.context("check-in")?;
-    shared.link.lock().unwrap_or_else(|p| p.into_inner()).last_checkin_unix_ms = crate::now_ms();
-    tracing::info!(reset_token = state.state.reset_token.as_str(), passcode_present = state.state.passcode_present, "checked in");
+    shared
+        .link
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last_checkin_unix_ms = crate::now_ms();
+    tracing::info!(
+        reset_token = state.state.reset_token.as_str(),
+        passcode_present = state.state.passcode_present,
+        "checked in"
+    );
     Ok(())
 }
 
 async fn poll_once(shared: &Shared, client: &mut Client) -> Result<()> {
-    let response = client.poll(v1::PollRequest {}).await.context("poll")?.into_inner();
+    let response = client
+        .poll(v1::PollRequest {})
+        .await
+        .context("poll")?
+        .into_inner();
     for command in response.commands {
         tracing::info!(command_id = %command.command_id, "command polled");
         if shared.commands.send(command).await.is_err() {
@@ -342,7 +422,14 @@ async fn flush(shared: &Shared, client: &mut Client) -> Result<()> {
                 shared.journal.ack(&id, crate::now_ms())?;
                 tracing::info!(command_id = %id, duplicate = ack.into_inner().duplicate, "result acknowledged");
             }
-            Err(status) if matches!(status.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::InvalidArgument) => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
+                ) =>
+            {
                 // The server will never accept this result; keep it in the journal, stop resending.
                 tracing::warn!(command_id = %id, code = ?status.code(), message = status.message(), "server refused the result permanently");
                 shared.journal.ack(&id, crate::now_ms())?;
@@ -354,7 +441,12 @@ async fn flush(shared: &Shared, client: &mut Client) -> Result<()> {
 }
 
 async fn final_flush(shared: &Arc<Shared>) {
-    if shared.journal.unreported().map(|r| r.is_empty()).unwrap_or(true) {
+    if shared
+        .journal
+        .unreported()
+        .map(|r| r.is_empty())
+        .unwrap_or(true)
+    {
         return;
     }
     let attempt = async {

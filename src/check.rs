@@ -31,7 +31,11 @@ pub struct Line {
 }
 
 fn line(check: &'static str, verdict: Verdict, detail: impl Into<String>) -> Line {
-    Line { check, verdict, detail: detail.into() }
+    Line {
+        check,
+        verdict,
+        detail: detail.into(),
+    }
 }
 
 /// Runs every check.
@@ -39,11 +43,19 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
     let mut lines = Vec::new();
     let config = match Config::load(config_path).and_then(|c| c.check().map(|()| c)) {
         Ok(c) => {
-            lines.push(line("config", Verdict::Ok, format!("{} is valid", config_path.display())));
+            lines.push(line(
+                "config",
+                Verdict::Ok,
+                format!("{} is valid", config_path.display()),
+            ));
             c
         }
         Err(e) => {
-            let hint = if config_path == std::path::Path::new(DEFAULT_CONFIG) { " (fix the file or pass --config)" } else { "" };
+            let hint = if config_path == std::path::Path::new(DEFAULT_CONFIG) {
+                " (fix the file or pass --config)"
+            } else {
+                ""
+            };
             lines.push(line("config", Verdict::Failed, format!("{e}{hint}")));
             return lines;
         }
@@ -60,7 +72,11 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
             Some(id)
         }
         Ok(None) => {
-            lines.push(line("identity", Verdict::Failed, "not enrolled: run `latchkey enroll`"));
+            lines.push(line(
+                "identity",
+                Verdict::Failed,
+                "not enrolled: run `latchkey enroll`",
+            ));
             None
         }
         Err(e) => {
@@ -69,11 +85,22 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
         }
     };
     match crate::secrets::SecretStore::open(&config.state.dir).and_then(|s| s.usable()) {
-        Ok(()) => lines.push(line("secret store", Verdict::Ok, "0600 file store writable and readable")),
+        Ok(()) => lines.push(line(
+            "secret store",
+            Verdict::Ok,
+            "0600 file store writable and readable",
+        )),
         Err(e) => lines.push(line("secret store", Verdict::Failed, format!("{e:#}"))),
     }
     match crate::ports::open(&config).and_then(|mut p| p.snapshot().map_err(anyhow::Error::from)) {
-        Ok(s) => lines.push(line("platform port", Verdict::Ok, format!("{:?} {} {:?}", s.facts.platform, s.facts.os_version, s.facts.mode))),
+        Ok(s) => lines.push(line(
+            "platform port",
+            Verdict::Ok,
+            format!(
+                "{:?} {} {:?}",
+                s.facts.platform, s.facts.os_version, s.facts.mode
+            ),
+        )),
         Err(e) => lines.push(line("platform port", Verdict::Failed, format!("{e:#}"))),
     }
     let Some(identity) = identity else {
@@ -82,13 +109,26 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
     };
     let reach = async {
         let ca = std::fs::read_to_string(&config.server.ca)?;
-        let tls = crate::transport::tls::client_config(&ca, Some((&identity.cert_pem, &identity.key_pem)))?;
+        let tls = crate::transport::tls::client_config(
+            &ca,
+            Some((&identity.cert_pem, &identity.key_pem)),
+        )?;
         let mut client = crate::transport::connect(&config.server.url, tls).await?;
-        let ack = client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let ack = client
+            .poll(latchkey_proto::v1::PollRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         anyhow::Ok(ack.into_inner().commands.len())
     };
     match tokio::time::timeout(std::time::Duration::from_secs(15), reach).await {
-        Ok(Ok(n)) => lines.push(line("server", Verdict::Ok, format!("{} reachable with mTLS; {n} command(s) queued", config.server.url))),
+        Ok(Ok(n)) => lines.push(line(
+            "server",
+            Verdict::Ok,
+            format!(
+                "{} reachable with mTLS; {n} command(s) queued",
+                config.server.url
+            ),
+        )),
         Ok(Err(e)) => lines.push(line("server", Verdict::Failed, format!("{e:#}"))),
         Err(_) => lines.push(line("server", Verdict::Failed, "timed out after 15s")),
     }

@@ -20,7 +20,10 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("device_id", &self.device_id).field("key_pem", &"<redacted>").finish()
+        f.debug_struct("Identity")
+            .field("device_id", &self.device_id)
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
@@ -47,7 +50,10 @@ impl Identity {
         if !dir.join("device_id").exists() {
             return Ok(None);
         }
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .with_context(|| format!("reading {}", dir.join(name).display()))
+        };
         Ok(Some(Self {
             device_id: read("device_id")?.trim().to_owned(),
             cert_pem: read("device.pem")?,
@@ -61,7 +67,8 @@ impl Identity {
         let dir = dir(state_dir);
         create_private_dir(&dir)?;
         let write = |name: &str, text: &str, mode: u32| {
-            latchkey_platform::atomic::write(&dir.join(name), text.as_bytes(), mode).with_context(|| format!("writing {}", dir.join(name).display()))
+            latchkey_platform::atomic::write(&dir.join(name), text.as_bytes(), mode)
+                .with_context(|| format!("writing {}", dir.join(name).display()))
         };
         write("device.key", &self.key_pem, 0o600)?;
         write("device.pem", &self.cert_pem, 0o644)?;
@@ -72,14 +79,16 @@ impl Identity {
     /// When the certificate expires (Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
         use rustls::pki_types::pem::PemObject;
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).ok()?;
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).ok()?;
         let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
         Some(cert.validity().not_after.timestamp())
     }
 
     /// True when less than a third of a 30-day certificate's life remains.
     pub fn needs_renewal(&self, now_secs: i64) -> bool {
-        self.not_after().is_some_and(|t| t - now_secs < 10 * 24 * 3600)
+        self.not_after()
+            .is_some_and(|t| t - now_secs < 10 * 24 * 3600)
     }
 }
 
@@ -87,5 +96,6 @@ impl Identity {
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {}", dir.display()))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))
 }

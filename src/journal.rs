@@ -56,7 +56,13 @@ impl State {
             "received" => Self::Received,
             "applying" => Self::Applying,
             "done" => Self::Done,
-            other => return Err(rusqlite::Error::InvalidColumnType(0, other.to_owned(), rusqlite::types::Type::Text)),
+            other => {
+                return Err(rusqlite::Error::InvalidColumnType(
+                    0,
+                    other.to_owned(),
+                    rusqlite::types::Type::Text,
+                ))
+            }
         })
     }
 }
@@ -113,7 +119,9 @@ impl Journal {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> R<T>) -> R<T> {
@@ -139,11 +147,17 @@ impl Journal {
         })
     }
 
-    fn transition(&self, command_id: &str, event: Event, result: Option<&v1::CommandResult>, now: i64) -> R<()> {
+    fn transition(
+        &self,
+        command_id: &str,
+        event: Event,
+        result: Option<&v1::CommandResult>,
+        now: i64,
+    ) -> R<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             let state: String = tx.query_row("SELECT state FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))?;
-            let to = next(State::parse(&state)?, event).map_err(|e| rusqlite::Error::InvalidParameterName(e))?;
+            let to = next(State::parse(&state)?, event).map_err(rusqlite::Error::InvalidParameterName)?;
             match result {
                 // Done: keep the result, drop the payload and its secrets.
                 Some(r) => tx.execute(
@@ -223,7 +237,8 @@ impl Journal {
     /// Commands that were mid-effect when the agent stopped: (id, kind).
     pub fn interrupted(&self) -> R<Vec<(String, String)>> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT command_id, kind FROM commands WHERE state = 'applying'")?;
+            let mut stmt =
+                c.prepare("SELECT command_id, kind FROM commands WHERE state = 'applying'")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
@@ -242,12 +257,23 @@ impl Journal {
 
     /// Reads a small value.
     pub fn get(&self, key: &str) -> R<Option<String>> {
-        self.with(|c| c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional())
+        self.with(|c| {
+            c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
     }
 
     /// Writes a small value.
     pub fn set(&self, key: &str, value: &str) -> R<()> {
-        self.with(|c| c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ()))
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map(|_| ())
+        })
     }
 }
 
@@ -271,14 +297,28 @@ mod tests {
         let j = Journal::open(&dir.path().join("j.db")).expect("open");
         let cmd = v1::Command {
             command_id: "c1".into(),
-            action: Some(v1::command::Action::ResetPasscode(v1::ResetPasscode { new_passcode: "SECRET-9".into(), ..Default::default() })),
+            action: Some(v1::command::Action::ResetPasscode(v1::ResetPasscode {
+                new_passcode: "SECRET-9".into(),
+                ..Default::default()
+            })),
             ..Default::default()
         };
-        assert_eq!(j.receive(&cmd, "reset_passcode", 1).expect("r1"), Receipt::New);
-        assert_eq!(j.receive(&cmd, "reset_passcode", 2).expect("r2"), Receipt::Known(State::Received));
+        assert_eq!(
+            j.receive(&cmd, "reset_passcode", 1).expect("r1"),
+            Receipt::New
+        );
+        assert_eq!(
+            j.receive(&cmd, "reset_passcode", 2).expect("r2"),
+            Receipt::Known(State::Received)
+        );
         j.applying("c1", 3).expect("applying");
         assert_eq!(j.interrupted().expect("int").len(), 1);
-        let result = v1::CommandResult { command_id: "c1".into(), status: 1, generated_pin: "PIN-7".into(), ..Default::default() };
+        let result = v1::CommandResult {
+            command_id: "c1".into(),
+            status: 1,
+            generated_pin: "PIN-7".into(),
+            ..Default::default()
+        };
         j.finish(&result, 4).expect("finish");
         assert_eq!(j.unreported().expect("unreported").len(), 1);
         j.ack("c1", 5).expect("ack");
@@ -287,8 +327,14 @@ mod tests {
         let wal = std::fs::read(dir.path().join("j.db-wal")).unwrap_or_default();
         for bytes in [raw, wal] {
             let text = String::from_utf8_lossy(&bytes);
-            assert!(!text.contains("SECRET-9"), "passcode lingers in the journal files");
-            assert!(!text.contains("PIN-7"), "generated PIN lingers in the journal files");
+            assert!(
+                !text.contains("SECRET-9"),
+                "passcode lingers in the journal files"
+            );
+            assert!(
+                !text.contains("PIN-7"),
+                "generated PIN lingers in the journal files"
+            );
         }
         drop(j);
     }

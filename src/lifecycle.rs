@@ -27,11 +27,20 @@ pub struct Escrow {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Brings tokens and the notification up to date; returns what still needs escrowing.
-pub fn reconcile(port: &mut dyn DevicePort, snapshot: &PortSnapshot, secrets: &SecretStore, journal: &Journal) -> anyhow::Result<Escrow> {
+pub fn reconcile(
+    port: &mut dyn DevicePort,
+    snapshot: &PortSnapshot,
+    secrets: &SecretStore,
+    journal: &Journal,
+) -> anyhow::Result<Escrow> {
     let mut escrow = Escrow::default();
     let mut token_state = snapshot.state.reset_token;
     if token_state != ResetTokenState::NotApplicable {
@@ -48,7 +57,8 @@ pub fn reconcile(port: &mut dyn DevicePort, snapshot: &PortSnapshot, secrets: &S
             escrow.reset_token = secrets.get(RESET_TOKEN)?;
         }
         let credential_set = if snapshot.facts.mode.is_work_profile() {
-            snapshot.state.work_profile_policy.is_some() && snapshot.state.work_profile_passcode_present
+            snapshot.state.work_profile_policy.is_some()
+                && snapshot.state.work_profile_passcode_present
         } else {
             snapshot.state.passcode_present
         };
@@ -56,7 +66,9 @@ pub fn reconcile(port: &mut dyn DevicePort, snapshot: &PortSnapshot, secrets: &S
         if token_state == ResetTokenState::PendingUser && credential_set && !shown {
             port.notify(CONFIRM_NOTIFICATION, Some(CONFIRM_TEXT))?;
             journal.set(KV_NOTIFIED, "1")?;
-            tracing::info!("asked the user to confirm their credential to activate the reset token");
+            tracing::info!(
+                "asked the user to confirm their credential to activate the reset token"
+            );
         } else if token_state == ResetTokenState::Active && shown {
             port.notify(CONFIRM_NOTIFICATION, None)?;
             journal.set(KV_NOTIFIED, "0")?;
@@ -64,7 +76,8 @@ pub fn reconcile(port: &mut dyn DevicePort, snapshot: &PortSnapshot, secrets: &S
         }
     }
     if let Some(token) = port.unlock_token()? {
-        if journal.get(KV_UNLOCK_ESCROWED)?.as_deref() != Some(sha256_hex(token.expose()).as_str()) {
+        if journal.get(KV_UNLOCK_ESCROWED)?.as_deref() != Some(sha256_hex(token.expose()).as_str())
+        {
             escrow.unlock_token = Some(token);
         }
     }

@@ -80,7 +80,9 @@ pub enum UserAction {
 
 fn read_stdin_secret() -> Result<Secret> {
     let mut raw = String::new();
-    std::io::stdin().read_to_string(&mut raw).context("reading the passcode from stdin")?;
+    std::io::stdin()
+        .read_to_string(&mut raw)
+        .context("reading the passcode from stdin")?;
     Ok(Secret::new(crate::policy_cmd::strip_newline(raw)))
 }
 
@@ -91,15 +93,29 @@ fn load(path: &std::path::Path) -> Result<SimState> {
 /// Runs a sim subcommand; returns the exit code.
 pub fn run(command: SimCommand) -> Result<i32> {
     match command {
-        SimCommand::Init { state, profile: name, passcode_policy, no_passcode_policy, pin_recovery_disabled } => {
+        SimCommand::Init {
+            state,
+            profile: name,
+            passcode_policy,
+            no_passcode_policy,
+            pin_recovery_disabled,
+        } => {
             let device_policy = match passcode_policy {
                 Some(path) => {
-                    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                    Some(latchkey_platform::policy::profile::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Some(
+                        latchkey_platform::policy::profile::parse(&bytes)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                    )
                 }
                 None => None,
             };
-            let options = InitOptions { device_policy, no_passcode_policy, pin_recovery_disabled };
+            let options = InitOptions {
+                device_policy,
+                no_passcode_policy,
+                pin_recovery_disabled,
+            };
             let sim = profile::build(&name, &options)?;
             if let Some(parent) = state.parent() {
                 std::fs::create_dir_all(parent).ok();
@@ -117,15 +133,30 @@ pub fn run(command: SimCommand) -> Result<i32> {
                     0
                 }
                 UserAction::SetPasscode { work_profile } => {
-                    let scope = if work_profile { Scope::WorkProfile } else { Scope::Device };
+                    let scope = if work_profile {
+                        Scope::WorkProfile
+                    } else {
+                        Scope::Device
+                    };
                     sim.user_set_passcode(scope, &read_stdin_secret()?)?;
                     println!("passcode set");
                     0
                 }
                 UserAction::CheckPasscode { work_profile } => {
-                    let scope = if work_profile { Scope::WorkProfile } else { Scope::Device };
+                    let scope = if work_profile {
+                        Scope::WorkProfile
+                    } else {
+                        Scope::Device
+                    };
                     let ok = sim.passcode_is(scope, &read_stdin_secret()?);
-                    println!("{}", if ok { "passcode matches" } else { "passcode does not match" });
+                    println!(
+                        "{}",
+                        if ok {
+                            "passcode matches"
+                        } else {
+                            "passcode does not match"
+                        }
+                    );
                     return Ok(if ok { 0 } else { 1 });
                 }
             };
@@ -153,13 +184,26 @@ pub fn run(command: SimCommand) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 println!("profile:        {}", sim.profile);
-                println!("platform:       {:?} {} (API {}) {:?}", sim.facts.platform, sim.facts.os_version, sim.facts.api_level, sim.facts.mode);
-                println!("passcode:       {}", if sim.device_passcode.is_some() { "set" } else { "none" });
+                println!(
+                    "platform:       {:?} {} (API {}) {:?}",
+                    sim.facts.platform, sim.facts.os_version, sim.facts.api_level, sim.facts.mode
+                );
+                println!(
+                    "passcode:       {}",
+                    if sim.device_passcode.is_some() {
+                        "set"
+                    } else {
+                        "none"
+                    }
+                );
                 println!("reset token:    {}", sim.reset_token_state().as_str());
                 println!("locked:         {}", sim.locked);
                 println!("notifications:  {}", sim.notifications.len());
                 for e in &sim.effects {
-                    println!("effect:         {} {} at {}", e.command_id, e.kind, e.at_unix_ms);
+                    println!(
+                        "effect:         {} {} at {}",
+                        e.command_id, e.kind, e.at_unix_ms
+                    );
                 }
             }
             Ok(0)

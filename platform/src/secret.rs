@@ -82,7 +82,7 @@ impl SecretBytes {
 
     /// Parses lower- or upper-case hex.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return None;
         }
         let mut out = Vec::with_capacity(hex.len() / 2);

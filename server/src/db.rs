@@ -122,7 +122,10 @@ pub struct PasscodeRow {
 
 impl std::fmt::Debug for PasscodeRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasscodeRow").field("command_id", &self.command_id).field("passcode", &"<redacted>").finish()
+        f.debug_struct("PasscodeRow")
+            .field("command_id", &self.command_id)
+            .field("passcode", &"<redacted>")
+            .finish()
     }
 }
 
@@ -182,7 +185,9 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, DbError>) -> Result<T, DbError> {
@@ -204,7 +209,13 @@ impl Db {
     }
 
     /// Consumes a token and records the new device, in one transaction.
-    pub fn enroll(&self, token: &str, now: i64, device: &DeviceRow, facts_json: &str) -> Result<(), DbError> {
+    pub fn enroll(
+        &self,
+        token: &str,
+        now: i64,
+        device: &DeviceRow,
+        facts_json: &str,
+    ) -> Result<(), DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let row: Option<(i64, Option<i64>)> = tx
@@ -237,14 +248,25 @@ impl Db {
     /// True when the device is enrolled.
     pub fn device_exists(&self, device_id: &str) -> Result<bool, DbError> {
         self.with(|c| {
-            Ok(c.query_row("SELECT 1 FROM devices WHERE device_id = ?1", params![device_id], |_| Ok(()))
-                .optional()?
-                .is_some())
+            Ok(c.query_row(
+                "SELECT 1 FROM devices WHERE device_id = ?1",
+                params![device_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
         })
     }
 
     /// Records a check-in.
-    pub fn check_in(&self, device_id: &str, now: i64, facts_json: Option<&str>, state_json: &str, reset_token_state: &str) -> Result<(), DbError> {
+    pub fn check_in(
+        &self,
+        device_id: &str,
+        now: i64,
+        facts_json: Option<&str>,
+        state_json: &str,
+        reset_token_state: &str,
+    ) -> Result<(), DbError> {
         self.with(|c| {
             c.execute(
                 "UPDATE devices SET last_checkin = ?2, state_json = ?3, reset_token_state = ?4,
@@ -258,9 +280,11 @@ impl Db {
     /// The device's last reported facts and state (JSON as stored).
     pub fn device_facts_state(&self, device_id: &str) -> Result<(String, Option<String>), DbError> {
         self.with(|c| {
-            c.query_row("SELECT facts_json, state_json FROM devices WHERE device_id = ?1", params![device_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            c.query_row(
+                "SELECT facts_json, state_json FROM devices WHERE device_id = ?1",
+                params![device_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?
             .ok_or_else(|| DbError::UnknownDevice(device_id.to_owned()))
         })
@@ -278,7 +302,10 @@ impl Db {
 
     fn set_column(&self, device_id: &str, column: &str, value: &str) -> Result<(), DbError> {
         self.with(|c| {
-            let n = c.execute(&format!("UPDATE devices SET {column} = ?2 WHERE device_id = ?1"), params![device_id, value])?;
+            let n = c.execute(
+                &format!("UPDATE devices SET {column} = ?2 WHERE device_id = ?1"),
+                params![device_id, value],
+            )?;
             if n == 0 {
                 return Err(DbError::UnknownDevice(device_id.to_owned()));
             }
@@ -289,9 +316,13 @@ impl Db {
     /// The escrowed unlock token (hex), if any.
     pub fn unlock_token(&self, device_id: &str) -> Result<Option<String>, DbError> {
         self.with(|c| {
-            c.query_row("SELECT unlock_token_hex FROM devices WHERE device_id = ?1", params![device_id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| DbError::UnknownDevice(device_id.to_owned()))
+            c.query_row(
+                "SELECT unlock_token_hex FROM devices WHERE device_id = ?1",
+                params![device_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DbError::UnknownDevice(device_id.to_owned()))
         })
     }
 
@@ -318,7 +349,10 @@ impl Db {
             let mut out = Vec::new();
             for payload in rows {
                 let payload = payload?;
-                out.push(v1::Command::decode(payload.as_slice()).map_err(|e| DbError::Corrupt(e.to_string()))?);
+                out.push(
+                    v1::Command::decode(payload.as_slice())
+                        .map_err(|e| DbError::Corrupt(e.to_string()))?,
+                );
             }
             Ok(out)
         })
@@ -340,7 +374,12 @@ impl Db {
     }
 
     /// Records a result; returns true when it had been recorded already (idempotent by id).
-    pub fn record_result(&self, device_id: &str, result: &v1::CommandResult, now: i64) -> Result<bool, DbError> {
+    pub fn record_result(
+        &self,
+        device_id: &str,
+        result: &v1::CommandResult,
+        now: i64,
+    ) -> Result<bool, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let row: Option<(String, i64)> = tx
@@ -374,7 +413,13 @@ impl Db {
     }
 
     /// Stores a server-generated temporary passcode.
-    pub fn insert_passcode(&self, command_id: &str, device_id: &str, passcode: &str, now: i64) -> Result<(), DbError> {
+    pub fn insert_passcode(
+        &self,
+        command_id: &str,
+        device_id: &str,
+        passcode: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO passcodes (command_id, device_id, passcode, source, created_at, expires_at)

@@ -324,7 +324,10 @@ pub fn max_length_sequence(bytes: &[u8]) -> usize {
 /// Measures a candidate the way `PasswordMetrics.computeForPasswordOrPin` does.
 pub fn measure(candidate: &str) -> Metrics {
     let bytes = candidate.as_bytes();
-    let mut m = Metrics { length: bytes.len(), ..Metrics::default() };
+    let mut m = Metrics {
+        length: bytes.len(),
+        ..Metrics::default()
+    };
     for &b in bytes {
         match class_of(b) {
             CharClass::Lower => {
@@ -364,7 +367,12 @@ fn cred_type_of(candidate: &str) -> CredType {
 
 /// The highest complexity bucket a measured credential satisfies (`determineComplexity`).
 fn determine_complexity(cred: CredType, m: &Metrics) -> Complexity {
-    for bucket in [Complexity::High, Complexity::Medium, Complexity::Low, Complexity::None] {
+    for bucket in [
+        Complexity::High,
+        Complexity::Medium,
+        Complexity::Low,
+        Complexity::None,
+    ] {
         if !bucket.allows(cred) {
             continue;
         }
@@ -383,10 +391,13 @@ fn determine_complexity(cred: CredType, m: &Metrics) -> Complexity {
 pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
     let cred = cred_type_of(candidate);
     let mut metrics = measure(candidate);
-    metrics.extra.insert("credential_type".into(), cred.as_str().into());
     metrics
         .extra
-        .insert("complexity".into(), determine_complexity(cred, &metrics).as_str().into());
+        .insert("credential_type".into(), cred.as_str().into());
+    metrics.extra.insert(
+        "complexity".into(),
+        determine_complexity(cred, &metrics).as_str().into(),
+    );
 
     // LockscreenCredential refuses characters outside ASCII 32..=127 before anything else.
     if cred == CredType::Password && candidate.chars().any(|c| !(' '..='\u{7f}').contains(&c)) {
@@ -463,17 +474,50 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
         }
     }
     let minima = [
-        ("NOT_ENOUGH_LETTERS", metrics.letters, min.letters, "letters"),
-        ("NOT_ENOUGH_UPPER_CASE", metrics.upper_case, min.upper, "upper-case letters"),
-        ("NOT_ENOUGH_LOWER_CASE", metrics.lower_case, min.lower, "lower-case letters"),
+        (
+            "NOT_ENOUGH_LETTERS",
+            metrics.letters,
+            min.letters,
+            "letters",
+        ),
+        (
+            "NOT_ENOUGH_UPPER_CASE",
+            metrics.upper_case,
+            min.upper,
+            "upper-case letters",
+        ),
+        (
+            "NOT_ENOUGH_LOWER_CASE",
+            metrics.lower_case,
+            min.lower,
+            "lower-case letters",
+        ),
         ("NOT_ENOUGH_DIGITS", metrics.digits, min.numeric, "digits"),
-        ("NOT_ENOUGH_SYMBOLS", metrics.symbols, min.symbols, "symbols"),
-        ("NOT_ENOUGH_NON_LETTER", metrics.non_letter, min.non_letter, "non-letters"),
-        ("NOT_ENOUGH_NON_DIGITS", metrics.non_numeric, min.non_numeric, "non-digits"),
+        (
+            "NOT_ENOUGH_SYMBOLS",
+            metrics.symbols,
+            min.symbols,
+            "symbols",
+        ),
+        (
+            "NOT_ENOUGH_NON_LETTER",
+            metrics.non_letter,
+            min.non_letter,
+            "non-letters",
+        ),
+        (
+            "NOT_ENOUGH_NON_DIGITS",
+            metrics.non_numeric,
+            min.non_numeric,
+            "non-digits",
+        ),
     ];
     for (code, actual, required, what) in minima {
         if actual < required {
-            violations.push(Violation::new(code, format!("needs at least {required} {what}")));
+            violations.push(Violation::new(
+                code,
+                format!("needs at least {required} {what}"),
+            ));
         }
     }
     if metrics.max_sequence > min.seq_length {
@@ -492,11 +536,20 @@ mod tests {
     use super::*;
 
     fn policy(quality: Quality, min_length: u32, complexity: Complexity) -> AndroidPolicy {
-        AndroidPolicy { quality, min_length, complexity, ..AndroidPolicy::default() }
+        AndroidPolicy {
+            quality,
+            min_length,
+            complexity,
+            ..AndroidPolicy::default()
+        }
     }
 
     fn codes(p: &AndroidPolicy, candidate: &str) -> Vec<&'static str> {
-        check(p, candidate).violations.iter().map(|v| v.code).collect()
+        check(p, candidate)
+            .violations
+            .iter()
+            .map(|v| v.code)
+            .collect()
     }
 
     #[test]
@@ -528,28 +581,72 @@ mod tests {
             (policy(Q::Unspecified, 0, C::None), "", &[]),
             (policy(Q::Unspecified, 0, C::None), "abc", &["TOO_SHORT"]),
             (policy(Q::Unspecified, 8, C::None), "abcd", &[]),
-            (policy(Q::Something, 0, C::None), "", &["WEAK_CREDENTIAL_TYPE"]),
+            (
+                policy(Q::Something, 0, C::None),
+                "",
+                &["WEAK_CREDENTIAL_TYPE"],
+            ),
             (policy(Q::Numeric, 6, C::None), "12345", &["TOO_SHORT"]),
             (policy(Q::Numeric, 6, C::None), "123456", &[]),
-            (policy(Q::NumericComplex, 4, C::None), "1234", &["CONTAINS_SEQUENCE"]),
-            (policy(Q::NumericComplex, 4, C::None), "1357", &["CONTAINS_SEQUENCE"]),
+            (
+                policy(Q::NumericComplex, 4, C::None),
+                "1234",
+                &["CONTAINS_SEQUENCE"],
+            ),
+            (
+                policy(Q::NumericComplex, 4, C::None),
+                "1357",
+                &["CONTAINS_SEQUENCE"],
+            ),
             (policy(Q::NumericComplex, 4, C::None), "1593", &[]),
             (policy(Q::NumericComplex, 4, C::None), "1112", &[]),
-            (policy(Q::NumericComplex, 4, C::None), "11112", &["CONTAINS_SEQUENCE"]),
-            (policy(Q::Alphabetic, 4, C::None), "1234", &["WEAK_CREDENTIAL_TYPE"]),
+            (
+                policy(Q::NumericComplex, 4, C::None),
+                "11112",
+                &["CONTAINS_SEQUENCE"],
+            ),
+            (
+                policy(Q::Alphabetic, 4, C::None),
+                "1234",
+                &["WEAK_CREDENTIAL_TYPE"],
+            ),
             (policy(Q::Alphabetic, 4, C::None), "abcd", &[]),
-            (policy(Q::Alphanumeric, 6, C::None), "abcdef", &["NOT_ENOUGH_DIGITS"]),
+            (
+                policy(Q::Alphanumeric, 6, C::None),
+                "abcdef",
+                &["NOT_ENOUGH_DIGITS"],
+            ),
             (policy(Q::Alphanumeric, 6, C::None), "abc12", &["TOO_SHORT"]),
             (policy(Q::Alphanumeric, 6, C::None), "abc123", &[]),
-            (policy(Q::Unspecified, 0, C::Low), "", &["WEAK_CREDENTIAL_TYPE"]),
-            (policy(Q::Unspecified, 0, C::Medium), "1234", &["CONTAINS_SEQUENCE"]),
+            (
+                policy(Q::Unspecified, 0, C::Low),
+                "",
+                &["WEAK_CREDENTIAL_TYPE"],
+            ),
+            (
+                policy(Q::Unspecified, 0, C::Medium),
+                "1234",
+                &["CONTAINS_SEQUENCE"],
+            ),
             (policy(Q::Unspecified, 0, C::Medium), "1592", &[]),
             (policy(Q::Unspecified, 0, C::High), "159263", &["TOO_SHORT"]),
             (policy(Q::Unspecified, 0, C::High), "15926378", &[]),
             (policy(Q::Unspecified, 0, C::High), "abcfz1", &[]),
-            (policy(Q::Unspecified, 0, C::High), "abcdz1", &["CONTAINS_SEQUENCE"]),
-            (policy(Q::Unspecified, 0, C::None), "a234567890abcdefg", &["TOO_LONG"]),
-            (policy(Q::Unspecified, 0, C::None), "pässword", &["CONTAINS_INVALID_CHARACTERS"]),
+            (
+                policy(Q::Unspecified, 0, C::High),
+                "abcdz1",
+                &["CONTAINS_SEQUENCE"],
+            ),
+            (
+                policy(Q::Unspecified, 0, C::None),
+                "a234567890abcdefg",
+                &["TOO_LONG"],
+            ),
+            (
+                policy(Q::Unspecified, 0, C::None),
+                "pässword",
+                &["CONTAINS_INVALID_CHARACTERS"],
+            ),
         ];
         for (p, candidate, expected) in table {
             assert_eq!(codes(p, candidate), *expected, "{p:?} / {candidate:?}");
@@ -560,7 +657,10 @@ mod tests {
     fn complex_quality_uses_dpm_defaults_and_reports_every_minimum() {
         let p = policy(Quality::Complex, 8, Complexity::None);
         // Defaults: 1 letter, 1 digit, 1 symbol.
-        assert_eq!(codes(&p, "abcdefgh"), ["NOT_ENOUGH_DIGITS", "NOT_ENOUGH_SYMBOLS"]);
+        assert_eq!(
+            codes(&p, "abcdefgh"),
+            ["NOT_ENOUGH_DIGITS", "NOT_ENOUGH_SYMBOLS"]
+        );
         assert!(check(&p, "abcd12!x").compliant);
         let strict = AndroidPolicy {
             min_uppercase: Some(2),
@@ -575,9 +675,18 @@ mod tests {
     fn complexity_is_reported_in_metrics() {
         let p = AndroidPolicy::default();
         let v = check(&p, "15926378");
-        assert_eq!(v.metrics.extra.get("complexity").map(String::as_str), Some("high"));
-        assert_eq!(v.metrics.extra.get("credential_type").map(String::as_str), Some("pin"));
+        assert_eq!(
+            v.metrics.extra.get("complexity").map(String::as_str),
+            Some("high")
+        );
+        assert_eq!(
+            v.metrics.extra.get("credential_type").map(String::as_str),
+            Some("pin")
+        );
         let v = check(&p, "1234");
-        assert_eq!(v.metrics.extra.get("complexity").map(String::as_str), Some("low"));
+        assert_eq!(
+            v.metrics.extra.get("complexity").map(String::as_str),
+            Some("low")
+        );
     }
 }

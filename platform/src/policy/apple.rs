@@ -56,17 +56,27 @@ impl Default for ApplePolicy {
 impl ApplePolicy {
     /// The policy a User Enrollment device actually enforces for this payload.
     pub fn for_user_enrollment(&self) -> Self {
-        Self { allow_simple: false, min_length: 6, ..self.clone() }
+        Self {
+            allow_simple: false,
+            min_length: 6,
+            ..self.clone()
+        }
     }
 }
 
 /// True when the whole passcode is one repeated character or one ascending/descending run.
 pub fn is_simple(candidate: &str) -> bool {
-    let folded: Vec<u32> = candidate.chars().map(|c| c.to_ascii_lowercase() as u32).collect();
+    let folded: Vec<u32> = candidate
+        .chars()
+        .map(|c| c.to_ascii_lowercase() as u32)
+        .collect();
     if folded.len() < 2 {
         return !folded.is_empty();
     }
-    let steps: Vec<i64> = folded.windows(2).map(|w| i64::from(w[1]) - i64::from(w[0])).collect();
+    let steps: Vec<i64> = folded
+        .windows(2)
+        .map(|w| i64::from(w[1]) - i64::from(w[0]))
+        .collect();
     let first = steps[0];
     (first == 0 || first == 1 || first == -1) && steps.iter().all(|&s| s == first)
 }
@@ -127,14 +137,34 @@ mod tests {
             (&base, "", &[]),
             (&base, "1111", &[]),
             (&strict, "xqz", &["TOO_SHORT", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (&strict, "123456", &["REQUIRES_ALPHANUMERIC", "SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (&strict, "abcdef", &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (&strict, "fedcba", &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
+            (
+                &strict,
+                "123456",
+                &[
+                    "REQUIRES_ALPHANUMERIC",
+                    "SIMPLE_PASSCODE",
+                    "NOT_ENOUGH_COMPLEX_CHARS",
+                ],
+            ),
+            (
+                &strict,
+                "abcdef",
+                &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"],
+            ),
+            (
+                &strict,
+                "fedcba",
+                &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"],
+            ),
             (&strict, "fedcba!", &[]),
             (&strict, "a1b2c3!", &[]),
         ];
         for (p, candidate, expected) in table {
-            let got: Vec<_> = check(p, candidate).violations.iter().map(|v| v.code).collect();
+            let got: Vec<_> = check(p, candidate)
+                .violations
+                .iter()
+                .map(|v| v.code)
+                .collect();
             assert_eq!(got, *expected, "{candidate:?}");
         }
     }

@@ -33,31 +33,34 @@ fn shape(policy: &PasscodePolicy) -> Shape {
             };
             let length = (p.min_length as usize).max(floor).min(16);
             if wants_pin {
-                return Shape { length, required: vec![DIGITS], pool: vec![DIGITS] };
+                return Shape {
+                    length,
+                    required: vec![DIGITS],
+                    pool: vec![DIGITS],
+                };
             }
             let mut required: Vec<&'static [u8]> = vec![LOWER, DIGITS];
             let n = |v: Option<u32>, default: u32| v.unwrap_or(default) as usize;
-            let mut extra = Vec::new();
+            let mut extra: Vec<&'static [u8]> = Vec::new();
             if p.quality == Quality::Complex {
-                for _ in 0..n(p.min_uppercase, 0) {
-                    extra.push(UPPER);
-                }
-                for _ in 0..n(p.min_lowercase, 0) {
-                    extra.push(LOWER);
-                }
-                for _ in 0..n(p.min_letters, 1) {
-                    extra.push(LOWER);
-                }
-                for _ in 0..n(p.min_digits, 1) {
-                    extra.push(DIGITS);
-                }
-                for _ in 0..n(p.min_symbols, 1).max(n(p.min_nonletter, 0).saturating_sub(n(p.min_digits, 1))) {
-                    extra.push(SYMBOLS);
+                let symbols = n(p.min_symbols, 1)
+                    .max(n(p.min_nonletter, 0).saturating_sub(n(p.min_digits, 1)));
+                for (class, count) in [
+                    (UPPER, n(p.min_uppercase, 0)),
+                    (LOWER, n(p.min_lowercase, 0) + n(p.min_letters, 1)),
+                    (DIGITS, n(p.min_digits, 1)),
+                    (SYMBOLS, symbols),
+                ] {
+                    extra.extend(std::iter::repeat_n(class, count));
                 }
             }
             required.extend(extra);
             let length = length.max(required.len()).min(16);
-            Shape { length, required, pool: vec![LOWER, UPPER, DIGITS] }
+            Shape {
+                length,
+                required,
+                pool: vec![LOWER, UPPER, DIGITS],
+            }
         }
         PasscodePolicy::Apple(p) => {
             let length = (p.min_length as usize).max(6);
@@ -65,12 +68,17 @@ fn shape(policy: &PasscodePolicy) -> Shape {
             if p.require_alphanumeric {
                 required.push(LOWER);
             }
-            for _ in 0..p.min_complex_chars {
-                required.push(SYMBOLS);
+            required.extend(std::iter::repeat_n(SYMBOLS, p.min_complex_chars as usize));
+            let pool: Vec<&'static [u8]> = if p.require_alphanumeric {
+                vec![LOWER, DIGITS]
+            } else {
+                vec![DIGITS]
+            };
+            Shape {
+                length: length.max(required.len()),
+                required,
+                pool,
             }
-            let pool: Vec<&'static [u8]> =
-                if p.require_alphanumeric { vec![LOWER, DIGITS] } else { vec![DIGITS] };
-            Shape { length: length.max(required.len()), required, pool }
         }
         PasscodePolicy::Windows(p) => {
             let classes = [
@@ -79,8 +87,11 @@ fn shape(policy: &PasscodePolicy) -> Shape {
                 (p.digits, DIGITS),
                 (p.special, SYMBOLS),
             ];
-            let required: Vec<&'static [u8]> =
-                classes.iter().filter(|(r, _)| *r == CharRule::Required).map(|(_, c)| *c).collect();
+            let required: Vec<&'static [u8]> = classes
+                .iter()
+                .filter(|(r, _)| *r == CharRule::Required)
+                .map(|(_, c)| *c)
+                .collect();
             let mut pool: Vec<&'static [u8]> = classes
                 .iter()
                 .filter(|(r, c)| *r != CharRule::Disallowed && *c != SYMBOLS)
@@ -90,7 +101,11 @@ fn shape(policy: &PasscodePolicy) -> Shape {
                 pool.push(SYMBOLS);
             }
             let length = (p.min_length as usize).max(6).min(p.max_length as usize);
-            Shape { length: length.max(required.len()), required, pool }
+            Shape {
+                length: length.max(required.len()),
+                required,
+                pool,
+            }
         }
     }
 }
@@ -118,7 +133,10 @@ pub fn temporary_passcode(policy: &PasscodePolicy) -> Result<Secret, String> {
             return Ok(candidate);
         }
     }
-    Err(format!("no compliant passcode found for this {} policy", policy.dialect()))
+    Err(format!(
+        "no compliant passcode found for this {} policy",
+        policy.dialect()
+    ))
 }
 
 #[cfg(test)]
@@ -150,7 +168,11 @@ mod tests {
     }
 
     fn rule() -> impl Strategy<Value = CharRule> {
-        prop_oneof![Just(CharRule::Allowed), Just(CharRule::Required), Just(CharRule::Disallowed)]
+        prop_oneof![
+            Just(CharRule::Allowed),
+            Just(CharRule::Required),
+            Just(CharRule::Disallowed)
+        ]
     }
 
     proptest! {
