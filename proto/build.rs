@@ -16,16 +16,11 @@ const SECRET_BEARING: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "latchkey/v1/device.proto",
-        "latchkey/bridge/v1/bridge.proto",
-    ];
+    let files = ["latchkey/v1/device.proto", "latchkey/bridge/v1/bridge.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
     let fds = protox::compile(files, ["."])?;
-    tonic_prost_build::configure()
-        .skip_debug(SECRET_BEARING.iter().map(|p| format!(".{p}")))
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().skip_debug(SECRET_BEARING.iter().map(|p| format!(".{p}"))).compile_fds(fds)?;
     Ok(())
 }

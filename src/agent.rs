@@ -72,14 +72,8 @@ pub fn lock_instance(state_dir: &std::path::Path) -> Result<InstanceLock> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-        |_| {
-            anyhow::anyhow!(
-                "another latchkey agent is already running on {}",
-                state_dir.display()
-            )
-        },
-    )?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| anyhow::anyhow!("another latchkey agent is already running on {}", state_dir.display()))?;
     Ok(InstanceLock { _lock: lock })
 }
 
@@ -88,12 +82,9 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
     config.check()?;
     identity::create_private_dir(&config.state.dir)?;
     let _instance = lock_instance(&config.state.dir)?;
-    let identity = Identity::load(&config.state.dir)?.ok_or_else(|| {
-        anyhow::anyhow!("this device is not enrolled: run `latchkey enroll` first")
-    })?;
-    let journal = Arc::new(
-        Journal::open(&config.state.dir.join("journal.db")).context("opening the journal")?,
-    );
+    let identity = Identity::load(&config.state.dir)?
+        .ok_or_else(|| anyhow::anyhow!("this device is not enrolled: run `latchkey enroll` first"))?;
+    let journal = Arc::new(Journal::open(&config.state.dir.join("journal.db")).context("opening the journal")?);
     let secrets = Arc::new(SecretStore::open(&config.state.dir)?);
     let port = Arc::new(Mutex::new(crate::ports::open(&config)?));
     let executor = Arc::new(Executor {
@@ -110,10 +101,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
         journal,
         secrets,
         port,
-        link: Arc::new(Mutex::new(LinkStatus {
-            link: "disconnected",
-            ..LinkStatus::default()
-        })),
+        link: Arc::new(Mutex::new(LinkStatus { link: "disconnected", ..LinkStatus::default() })),
         results_ready: Notify::new(),
         state_changed: Notify::new(),
         commands: tx,
@@ -152,12 +140,7 @@ impl Shared {
         Arc::new(move || {
             let link = me.link.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let counts = me.journal.counts().unwrap_or_default();
-            let snapshot = me
-                .port
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .snapshot()
-                .ok();
+            let snapshot = me.port.lock().unwrap_or_else(|p| p.into_inner()).snapshot().ok();
             serde_json::json!({
                 "device_id": me.device_id,
                 "server": me.config.server.url,
@@ -220,8 +203,8 @@ async fn link_loop(shared: &Arc<Shared>, mut identity: Identity, shutdown: &Canc
                 shared.set_link("disconnected", Some(format!("{e:#}")));
             }
         }
-        let delay = backoff::jittered(attempt, shared.config.connect.backoff_max)
-            .min(shared.config.connect.poll_interval);
+        let delay =
+            backoff::jittered(attempt, shared.config.connect.backoff_max).min(shared.config.connect.poll_interval);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
@@ -267,9 +250,7 @@ async fn session(
     }
     let (out_tx, out_rx) = mpsc::channel::<v1::AgentEvent>(4);
     let beat = || v1::AgentEvent {
-        event: Some(v1::agent_event::Event::Heartbeat(v1::Heartbeat {
-            sent_at_unix_ms: crate::now_ms(),
-        })),
+        event: Some(v1::agent_event::Event::Heartbeat(v1::Heartbeat { sent_at_unix_ms: crate::now_ms() })),
     };
     out_tx.send(beat()).await.ok();
     let mut inbound = client
@@ -317,11 +298,7 @@ async fn session(
     }
 }
 
-async fn renew_if_needed(
-    shared: &Shared,
-    client: &mut Client,
-    identity: &mut Identity,
-) -> Result<()> {
+async fn renew_if_needed(shared: &Shared, client: &mut Client, identity: &mut Identity) -> Result<()> {
     let now_secs = crate::now_ms() / 1000;
     if !identity.needs_renewal(now_secs) {
         return Ok(());
@@ -356,27 +333,20 @@ async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
     .await??;
     if let Some(token) = escrow.reset_token {
         client
-            .escrow_reset_token(v1::ResetToken {
-                token: token.expose().to_vec(),
-            })
+            .escrow_reset_token(v1::ResetToken { token: token.expose().to_vec() })
             .await
             .context("escrowing the reset token")?;
         crate::lifecycle::reset_token_escrowed(&shared.journal)?;
     }
     if let Some(token) = escrow.unlock_token {
         client
-            .escrow_unlock_token(v1::UnlockToken {
-                token: token.expose().to_vec(),
-            })
+            .escrow_unlock_token(v1::UnlockToken { token: token.expose().to_vec() })
             .await
             .context("escrowing the unlock token")?;
         crate::lifecycle::unlock_token_escrowed(&shared.journal, &token)?;
         tracing::info!("unlock token escrowed");
     }
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     let facts = convert::facts_to_wire(&state.facts, &hostname);
     let message = convert::state_to_wire(
         facts,
@@ -385,11 +355,7 @@ async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
         crate::lifecycle::unlock_escrowed(&shared.journal),
     );
     client.check_in(message).await.context("check-in")?;
-    shared
-        .link
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .last_checkin_unix_ms = crate::now_ms();
+    shared.link.lock().unwrap_or_else(|p| p.into_inner()).last_checkin_unix_ms = crate::now_ms();
     tracing::info!(
         reset_token = state.state.reset_token.as_str(),
         passcode_present = state.state.passcode_present,
@@ -399,11 +365,7 @@ async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
 }
 
 async fn poll_once(shared: &Shared, client: &mut Client) -> Result<()> {
-    let response = client
-        .poll(v1::PollRequest {})
-        .await
-        .context("poll")?
-        .into_inner();
+    let response = client.poll(v1::PollRequest {}).await.context("poll")?.into_inner();
     for command in response.commands {
         tracing::info!(command_id = %command.command_id, "command polled");
         if shared.commands.send(command).await.is_err() {
@@ -425,9 +387,7 @@ async fn flush(shared: &Shared, client: &mut Client) -> Result<()> {
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::NotFound
-                        | tonic::Code::PermissionDenied
-                        | tonic::Code::InvalidArgument
+                    tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
                 ) =>
             {
                 // The server will never accept this result; keep it in the journal, stop resending.
@@ -441,12 +401,7 @@ async fn flush(shared: &Shared, client: &mut Client) -> Result<()> {
 }
 
 async fn final_flush(shared: &Arc<Shared>) {
-    if shared
-        .journal
-        .unreported()
-        .map(|r| r.is_empty())
-        .unwrap_or(true)
-    {
+    if shared.journal.unreported().map(|r| r.is_empty()).unwrap_or(true) {
         return;
     }
     let attempt = async {

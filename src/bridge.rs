@@ -60,41 +60,28 @@ pub struct BridgePort {
 impl BridgePort {
     /// A port that talks to the bridge at `socket`.
     pub fn new(socket: &Path) -> Self {
-        Self {
-            socket: socket.to_owned(),
-        }
+        Self { socket: socket.to_owned() }
     }
 
     fn call(&self, op: b::bridge_request::Op) -> Result<b::bridge_response::Result, PortError> {
-        let io =
-            |e: std::io::Error| PortError::Io(format!("bridge {}: {e}", self.socket.display()));
+        let io = |e: std::io::Error| PortError::Io(format!("bridge {}: {e}", self.socket.display()));
         let mut stream = UnixStream::connect(&self.socket).map_err(io)?;
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-            .map_err(io)?;
-        write_frame(
-            &mut stream,
-            &b::BridgeRequest { op: Some(op) }.encode_to_vec(),
-        )
-        .map_err(io)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(io)?;
+        write_frame(&mut stream, &b::BridgeRequest { op: Some(op) }.encode_to_vec()).map_err(io)?;
         let body = read_frame(&mut stream)
             .map_err(io)?
             .ok_or_else(|| PortError::Io("bridge closed without answering".into()))?;
         let response = b::BridgeResponse::decode(body.as_slice())
             .map_err(|e| PortError::Io(format!("bridge sent a malformed response: {e}")))?;
         match response.result {
-            Some(b::bridge_response::Result::Error(e)) => {
-                Err(match b::BridgeErrorKind::try_from(e.kind) {
-                    Ok(b::BridgeErrorKind::TokenMismatch) => PortError::TokenMismatch,
-                    Ok(b::BridgeErrorKind::TokenNotActive) => PortError::TokenNotActive,
-                    Ok(b::BridgeErrorKind::NotCompliant) => PortError::NotCompliant(e.message),
-                    Ok(b::BridgeErrorKind::Unsupported) => {
-                        PortError::Unsupported("this call (bridge)")
-                    }
-                    Ok(b::BridgeErrorKind::Refused) => PortError::Refused(e.message),
-                    _ => PortError::Io(e.message),
-                })
-            }
+            Some(b::bridge_response::Result::Error(e)) => Err(match b::BridgeErrorKind::try_from(e.kind) {
+                Ok(b::BridgeErrorKind::TokenMismatch) => PortError::TokenMismatch,
+                Ok(b::BridgeErrorKind::TokenNotActive) => PortError::TokenNotActive,
+                Ok(b::BridgeErrorKind::NotCompliant) => PortError::NotCompliant(e.message),
+                Ok(b::BridgeErrorKind::Unsupported) => PortError::Unsupported("this call (bridge)"),
+                Ok(b::BridgeErrorKind::Refused) => PortError::Refused(e.message),
+                _ => PortError::Io(e.message),
+            }),
             Some(other) => Ok(other),
             None => Err(PortError::Io("bridge sent an empty response".into())),
         }
@@ -103,9 +90,7 @@ impl BridgePort {
     fn done(&self, op: b::bridge_request::Op) -> Result<(), PortError> {
         match self.call(op)? {
             b::bridge_response::Result::Done(_) => Ok(()),
-            _ => Err(PortError::Io(
-                "bridge answered with the wrong message".into(),
-            )),
+            _ => Err(PortError::Io("bridge answered with the wrong message".into())),
         }
     }
 }
@@ -117,26 +102,20 @@ fn wrong() -> PortError {
 impl DevicePort for BridgePort {
     fn snapshot(&mut self) -> Result<PortSnapshot, PortError> {
         match self.call(b::bridge_request::Op::Snapshot(b::SnapshotRequest {}))? {
-            b::bridge_response::Result::Snapshot(s) => serde_json::from_str(&s.json)
-                .map_err(|e| PortError::Io(format!("bridge snapshot: {e}"))),
+            b::bridge_response::Result::Snapshot(s) => {
+                serde_json::from_str(&s.json).map_err(|e| PortError::Io(format!("bridge snapshot: {e}")))
+            }
             _ => Err(wrong()),
         }
     }
 
-    fn set_credential(
-        &mut self,
-        scope: Scope,
-        passcode: &Secret,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError> {
-        self.done(b::bridge_request::Op::SetCredential(
-            b::SetCredentialRequest {
-                scope: scope_to_wire(scope),
-                passcode: passcode.expose().to_owned(),
-                flags: 0,
-                command_id: effect.0.to_owned(),
-            },
-        ))
+    fn set_credential(&mut self, scope: Scope, passcode: &Secret, effect: EffectId<'_>) -> Result<(), PortError> {
+        self.done(b::bridge_request::Op::SetCredential(b::SetCredentialRequest {
+            scope: scope_to_wire(scope),
+            passcode: passcode.expose().to_owned(),
+            flags: 0,
+            command_id: effect.0.to_owned(),
+        }))
     }
 
     fn reset_with_token(
@@ -148,21 +127,15 @@ impl DevicePort for BridgePort {
     ) -> Result<(), PortError> {
         // The bridge holds the token it registered (Android keeps it with the DPC); the agent's
         // copy stays in the agent.
-        self.done(b::bridge_request::Op::ResetWithToken(
-            b::SetCredentialRequest {
-                scope: scope_to_wire(scope),
-                passcode: passcode.expose().to_owned(),
-                flags: 0,
-                command_id: effect.0.to_owned(),
-            },
-        ))
+        self.done(b::bridge_request::Op::ResetWithToken(b::SetCredentialRequest {
+            scope: scope_to_wire(scope),
+            passcode: passcode.expose().to_owned(),
+            flags: 0,
+            command_id: effect.0.to_owned(),
+        }))
     }
 
-    fn clear_passcode(
-        &mut self,
-        unlock_token: &SecretBytes,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError> {
+    fn clear_passcode(&mut self, unlock_token: &SecretBytes, effect: EffectId<'_>) -> Result<(), PortError> {
         self.done(b::bridge_request::Op::ClearPasscode(b::TokenRequest {
             token: unlock_token.expose().to_vec(),
             command_id: effect.0.to_owned(),
@@ -178,9 +151,9 @@ impl DevicePort for BridgePort {
     }
 
     fn generate_pin(&mut self, effect: EffectId<'_>) -> Result<Secret, PortError> {
-        match self.call(b::bridge_request::Op::GeneratePin(b::GeneratePinRequest {
-            command_id: effect.0.to_owned(),
-        }))? {
+        match self
+            .call(b::bridge_request::Op::GeneratePin(b::GeneratePinRequest { command_id: effect.0.to_owned() }))?
+        {
             b::bridge_response::Result::GeneratedPin(p) => Ok(Secret::new(p.pin)),
             _ => Err(wrong()),
         }
@@ -191,9 +164,7 @@ impl DevicePort for BridgePort {
             token: token.expose().to_vec(),
             command_id: String::new(),
         }))? {
-            b::bridge_response::Result::ResetToken(a) => {
-                ResetTokenState::parse(&a.state).ok_or_else(wrong)
-            }
+            b::bridge_response::Result::ResetToken(a) => ResetTokenState::parse(&a.state).ok_or_else(wrong),
             _ => Err(wrong()),
         }
     }
@@ -214,9 +185,7 @@ impl DevicePort for BridgePort {
     }
 
     fn effect_applied(&mut self, command_id: &str) -> Result<Option<bool>, PortError> {
-        match self.call(b::bridge_request::Op::EffectApplied(b::EffectQuery {
-            command_id: command_id.to_owned(),
-        }))? {
+        match self.call(b::bridge_request::Op::EffectApplied(b::EffectQuery { command_id: command_id.to_owned() }))? {
             b::bridge_response::Result::Effect(a) if a.unknown => Ok(None),
             b::bridge_response::Result::Effect(a) => Ok(Some(a.applied)),
             _ => Err(wrong()),
@@ -225,10 +194,7 @@ impl DevicePort for BridgePort {
 }
 
 fn error(kind: b::BridgeErrorKind, message: String) -> b::bridge_response::Result {
-    b::bridge_response::Result::Error(b::BridgeError {
-        kind: kind as i32,
-        message,
-    })
+    b::bridge_response::Result::Error(b::BridgeError { kind: kind as i32, message })
 }
 
 fn port_error(e: PortError) -> b::bridge_response::Result {
@@ -259,8 +225,7 @@ pub fn answer(
 ) -> b::BridgeResponse {
     use b::bridge_request::Op;
     use b::bridge_response::Result as Res;
-    let done =
-        |r: Result<(), PortError>| r.map(|()| Res::Done(b::Done {})).unwrap_or_else(port_error);
+    let done = |r: Result<(), PortError>| r.map(|()| Res::Done(b::Done {})).unwrap_or_else(port_error);
     let result = match request.op {
         None => error(b::BridgeErrorKind::Unspecified, "empty request".into()),
         Some(Op::Snapshot(_)) => match port.snapshot() {
@@ -270,11 +235,9 @@ pub fn answer(
             },
             Err(e) => port_error(e),
         },
-        Some(Op::SetCredential(r)) => done(port.set_credential(
-            scope_from_wire(r.scope),
-            &Secret::new(r.passcode),
-            EffectId(&r.command_id),
-        )),
+        Some(Op::SetCredential(r)) => {
+            done(port.set_credential(scope_from_wire(r.scope), &Secret::new(r.passcode), EffectId(&r.command_id)))
+        }
         Some(Op::ResetWithToken(r)) => match held_reset_token.as_ref() {
             Some(token) => done(port.reset_with_token(
                 scope_from_wire(r.scope),
@@ -284,66 +247,40 @@ pub fn answer(
             )),
             None => port_error(PortError::TokenNotActive),
         },
-        Some(Op::ClearPasscode(r)) => {
-            done(port.clear_passcode(&SecretBytes::new(r.token), EffectId(&r.command_id)))
-        }
-        Some(Op::LockNow(r)) => done(port.lock_now(
-            &LockRequest {
-                message: r.message,
-                phone_number: r.phone_number,
-            },
-            EffectId(&r.command_id),
-        )),
+        Some(Op::ClearPasscode(r)) => done(port.clear_passcode(&SecretBytes::new(r.token), EffectId(&r.command_id))),
+        Some(Op::LockNow(r)) => done(
+            port.lock_now(&LockRequest { message: r.message, phone_number: r.phone_number }, EffectId(&r.command_id)),
+        ),
         Some(Op::SetResetToken(r)) => {
             let token = SecretBytes::new(r.token);
             match port.set_reset_token(&token) {
                 Ok(state) => {
                     *held_reset_token = Some(token);
-                    Res::ResetToken(b::ResetTokenAnswer {
-                        state: state.as_str().into(),
-                    })
+                    Res::ResetToken(b::ResetTokenAnswer { state: state.as_str().into() })
                 }
                 Err(e) => port_error(e),
             }
         }
         Some(Op::UnlockToken(_)) => match port.unlock_token() {
-            Ok(t) => Res::Token(b::TokenResponse {
-                token: t.map(|t| t.expose().to_vec()).unwrap_or_default(),
-            }),
+            Ok(t) => Res::Token(b::TokenResponse { token: t.map(|t| t.expose().to_vec()).unwrap_or_default() }),
             Err(e) => port_error(e),
         },
-        Some(Op::Notify(r)) => {
-            done(port.notify(&r.id, Some(r.text.as_str()).filter(|t| !t.is_empty())))
-        }
+        Some(Op::Notify(r)) => done(port.notify(&r.id, Some(r.text.as_str()).filter(|t| !t.is_empty()))),
         Some(Op::EffectApplied(q)) => match port.effect_applied(&q.command_id) {
-            Ok(Some(applied)) => Res::Effect(b::EffectAnswer {
-                applied,
-                unknown: false,
-            }),
-            Ok(None) => Res::Effect(b::EffectAnswer {
-                applied: false,
-                unknown: true,
-            }),
+            Ok(Some(applied)) => Res::Effect(b::EffectAnswer { applied, unknown: false }),
+            Ok(None) => Res::Effect(b::EffectAnswer { applied: false, unknown: true }),
             Err(e) => port_error(e),
         },
         Some(Op::GeneratePin(r)) => match port.generate_pin(EffectId(&r.command_id)) {
-            Ok(pin) => Res::GeneratedPin(b::GeneratedPinResponse {
-                pin: pin.expose().to_owned(),
-            }),
+            Ok(pin) => Res::GeneratedPin(b::GeneratedPinResponse { pin: pin.expose().to_owned() }),
             Err(e) => port_error(e),
         },
     };
-    b::BridgeResponse {
-        result: Some(result),
-    }
+    b::BridgeResponse { result: Some(result) }
 }
 
 /// Serves `port` on `socket` (0600) until `stop` returns true (checked between connections).
-pub fn serve(
-    socket: &Path,
-    mut port: Box<dyn DevicePort>,
-    stop: &dyn Fn() -> bool,
-) -> std::io::Result<()> {
+pub fn serve(socket: &Path, mut port: Box<dyn DevicePort>, stop: &dyn Fn() -> bool) -> std::io::Result<()> {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     {
@@ -368,10 +305,7 @@ pub fn serve(
             let response = match b::BridgeRequest::decode(body.as_slice()) {
                 Ok(request) => answer(port.as_mut(), &mut held, request),
                 Err(e) => b::BridgeResponse {
-                    result: Some(error(
-                        b::BridgeErrorKind::Unspecified,
-                        format!("malformed request: {e}"),
-                    )),
+                    result: Some(error(b::BridgeErrorKind::Unspecified, format!("malformed request: {e}"))),
                 },
             };
             if write_frame(&mut stream, &response.encode_to_vec()).is_err() {
@@ -400,25 +334,14 @@ pub fn conformance(socket: &Path) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut check = |name: &'static str, result: Result<String, String>| {
         findings.push(match result {
-            Ok(detail) => Finding {
-                check: name,
-                ok: true,
-                detail,
-            },
-            Err(detail) => Finding {
-                check: name,
-                ok: false,
-                detail,
-            },
+            Ok(detail) => Finding { check: name, ok: true, detail },
+            Err(detail) => Finding { check: name, ok: false, detail },
         })
     };
     let snapshot = port.snapshot();
     check(
         "snapshot answers with facts and state",
-        snapshot
-            .as_ref()
-            .map(|s| format!("{:?} {:?}", s.facts.platform, s.facts.mode))
-            .map_err(|e| e.to_string()),
+        snapshot.as_ref().map(|s| format!("{:?} {:?}", s.facts.platform, s.facts.mode)).map_err(|e| e.to_string()),
     );
     let Ok(snapshot) = snapshot else {
         return findings;
@@ -433,13 +356,13 @@ pub fn conformance(socket: &Path) -> Vec<Finding> {
     );
     check(
         "lock is applied and recorded once",
-        port.lock_now(&LockRequest::default(), EffectId("conformance-lock"))
-            .map_err(|e| e.to_string())
-            .and_then(|()| match port.effect_applied("conformance-lock") {
+        port.lock_now(&LockRequest::default(), EffectId("conformance-lock")).map_err(|e| e.to_string()).and_then(
+            |()| match port.effect_applied("conformance-lock") {
                 Ok(Some(false)) => Err("lock not recorded as applied".into()),
                 Ok(_) => Ok("locked".into()),
                 Err(e) => Err(e.to_string()),
-            }),
+            },
+        ),
     );
     check(
         "a wrong unlock token is refused as a mismatch",
@@ -464,22 +387,14 @@ pub fn conformance(socket: &Path) -> Vec<Finding> {
             let mut stream = UnixStream::connect(socket)?;
             write_frame(&mut stream, &[0xff, 0xff, 0xff])?;
             let body = read_frame(&mut stream)?.ok_or_else(|| std::io::Error::other("closed"))?;
-            let response =
-                b::BridgeResponse::decode(body.as_slice()).map_err(std::io::Error::other)?;
+            let response = b::BridgeResponse::decode(body.as_slice()).map_err(std::io::Error::other)?;
             match response.result {
                 Some(b::bridge_response::Result::Error(_)) => Ok("error response".into()),
-                _ => Err(std::io::Error::other(
-                    "answered a malformed request with success",
-                )),
+                _ => Err(std::io::Error::other("answered a malformed request with success")),
             }
         })()
         .map_err(|e| e.to_string()),
     );
-    check(
-        "snapshot still answers afterwards",
-        port.snapshot()
-            .map(|_| "ok".into())
-            .map_err(|e| e.to_string()),
-    );
+    check("snapshot still answers afterwards", port.snapshot().map(|_| "ok".into()).map_err(|e| e.to_string()));
     findings
 }

@@ -31,11 +31,7 @@ pub struct Line {
 }
 
 fn line(check: &'static str, verdict: Verdict, detail: impl Into<String>) -> Line {
-    Line {
-        check,
-        verdict,
-        detail: detail.into(),
-    }
+    Line { check, verdict, detail: detail.into() }
 }
 
 /// Runs every check.
@@ -43,11 +39,7 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
     let mut lines = Vec::new();
     let config = match Config::load(config_path).and_then(|c| c.check().map(|()| c)) {
         Ok(c) => {
-            lines.push(line(
-                "config",
-                Verdict::Ok,
-                format!("{} is valid", config_path.display()),
-            ));
+            lines.push(line("config", Verdict::Ok, format!("{} is valid", config_path.display())));
             c
         }
         Err(e) => {
@@ -64,19 +56,27 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
         Ok(Some(id)) => {
             let now = crate::now_ms() / 1000;
             match id.not_after() {
-                Some(t) if t <= now => lines.push(line("identity", Verdict::Failed, "device certificate has expired: re-enroll the device")),
-                Some(_) if id.needs_renewal(now) => lines.push(line("identity", Verdict::Warning, "certificate expires within 10 days; the agent renews it on its next connection")),
+                Some(t) if t <= now => lines.push(line(
+                    "identity",
+                    Verdict::Failed,
+                    "device certificate has expired: re-enroll the device",
+                )),
+                Some(_) if id.needs_renewal(now) => lines.push(line(
+                    "identity",
+                    Verdict::Warning,
+                    "certificate expires within 10 days; the agent renews it on its next connection",
+                )),
                 Some(_) => lines.push(line("identity", Verdict::Ok, format!("enrolled as {}", id.device_id))),
-                None => lines.push(line("identity", Verdict::Failed, "device certificate is unreadable: re-enroll the device")),
+                None => lines.push(line(
+                    "identity",
+                    Verdict::Failed,
+                    "device certificate is unreadable: re-enroll the device",
+                )),
             }
             Some(id)
         }
         Ok(None) => {
-            lines.push(line(
-                "identity",
-                Verdict::Failed,
-                "not enrolled: run `latchkey enroll`",
-            ));
+            lines.push(line("identity", Verdict::Failed, "not enrolled: run `latchkey enroll`"));
             None
         }
         Err(e) => {
@@ -85,21 +85,14 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
         }
     };
     match crate::secrets::SecretStore::open(&config.state.dir).and_then(|s| s.usable()) {
-        Ok(()) => lines.push(line(
-            "secret store",
-            Verdict::Ok,
-            "0600 file store writable and readable",
-        )),
+        Ok(()) => lines.push(line("secret store", Verdict::Ok, "0600 file store writable and readable")),
         Err(e) => lines.push(line("secret store", Verdict::Failed, format!("{e:#}"))),
     }
     match crate::ports::open(&config).and_then(|mut p| p.snapshot().map_err(anyhow::Error::from)) {
         Ok(s) => lines.push(line(
             "platform port",
             Verdict::Ok,
-            format!(
-                "{:?} {} {:?}",
-                s.facts.platform, s.facts.os_version, s.facts.mode
-            ),
+            format!("{:?} {} {:?}", s.facts.platform, s.facts.os_version, s.facts.mode),
         )),
         Err(e) => lines.push(line("platform port", Verdict::Failed, format!("{e:#}"))),
     }
@@ -109,25 +102,17 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
     };
     let reach = async {
         let ca = std::fs::read_to_string(&config.server.ca)?;
-        let tls = crate::transport::tls::client_config(
-            &ca,
-            Some((&identity.cert_pem, &identity.key_pem)),
-        )?;
+        let tls = crate::transport::tls::client_config(&ca, Some((&identity.cert_pem, &identity.key_pem)))?;
         let mut client = crate::transport::connect(&config.server.url, tls).await?;
-        let ack = client
-            .poll(latchkey_proto::v1::PollRequest {})
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let ack =
+            client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         anyhow::Ok(ack.into_inner().commands.len())
     };
     match tokio::time::timeout(std::time::Duration::from_secs(15), reach).await {
         Ok(Ok(n)) => lines.push(line(
             "server",
             Verdict::Ok,
-            format!(
-                "{} reachable with mTLS; {n} command(s) queued",
-                config.server.url
-            ),
+            format!("{} reachable with mTLS; {n} command(s) queued", config.server.url),
         )),
         Ok(Err(e)) => lines.push(line("server", Verdict::Failed, format!("{e:#}"))),
         Err(_) => lines.push(line("server", Verdict::Failed, "timed out after 15s")),

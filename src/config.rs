@@ -43,11 +43,8 @@ pub enum ConfigError {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{e} (expected a duration such as \"20s\" or \"5m\")"
-        ))
-    })
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{e} (expected a duration such as \"20s\" or \"5m\")")))
 }
 
 /// `[server]`.
@@ -217,14 +214,9 @@ pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.message().to_owned(),
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
 }
 
 impl Config {
@@ -251,9 +243,7 @@ impl Config {
     /// Builds a configuration from a merged table, applying defaults.
     pub fn from_table(mut table: toml::Table) -> Result<Self, ConfigError> {
         for section in ["server", "state", "platform", "connect", "control"] {
-            table
-                .entry(section)
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         }
         serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
@@ -263,17 +253,9 @@ impl Config {
 
     /// Semantic checks, separate from parsing.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
         if !self.server.url.starts_with("https://") {
-            return invalid(
-                "server.url",
-                "must be an https:// URL (there is no plaintext mode)",
-            );
+            return invalid("server.url", "must be an https:// URL (there is no plaintext mode)");
         }
         if crate::transport::endpoint(&self.server.url).is_err() {
             return invalid("server.url", "must be https://HOST:PORT");
@@ -308,22 +290,11 @@ mod tests {
     fn dropins_merge_in_name_order_tables_merge_scalars_replace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = dir.path().join("config.toml");
-        std::fs::write(
-            &base,
-            "[server]\nurl = \"https://a:1\"\n[connect]\nmode = \"stream\"\nheartbeat = \"5s\"\n",
-        )
-        .expect("base");
+        std::fs::write(&base, "[server]\nurl = \"https://a:1\"\n[connect]\nmode = \"stream\"\nheartbeat = \"5s\"\n")
+            .expect("base");
         std::fs::create_dir(dir.path().join("config.d")).expect("dir");
-        std::fs::write(
-            dir.path().join("config.d/20-poll.toml"),
-            "[connect]\nmode = \"poll\"\n",
-        )
-        .expect("20");
-        std::fs::write(
-            dir.path().join("config.d/10-url.toml"),
-            "[server]\nurl = \"https://b:2\"\n",
-        )
-        .expect("10");
+        std::fs::write(dir.path().join("config.d/20-poll.toml"), "[connect]\nmode = \"poll\"\n").expect("20");
+        std::fs::write(dir.path().join("config.d/10-url.toml"), "[server]\nurl = \"https://b:2\"\n").expect("10");
         std::fs::write(dir.path().join("config.d/ignored.txt"), "garbage").expect("txt");
         let config = Config::load(&base).expect("load");
         assert_eq!(config.server.url, "https://b:2");
@@ -340,11 +311,7 @@ mod tests {
         let err = Config::load(&path).expect_err("typo must fail").to_string();
         assert!(err.contains("mdoe"), "{err}");
         std::fs::write(&path, "[server]\nurl = \"http://plain:80\"\n").expect("write");
-        let err = Config::load(&path)
-            .expect("parses")
-            .check()
-            .expect_err("plaintext")
-            .to_string();
+        let err = Config::load(&path).expect("parses").check().expect_err("plaintext").to_string();
         assert!(err.starts_with("server.url"), "{err}");
         std::fs::write(&path, "[server\n").expect("write");
         let err = Config::load(&path).expect_err("bad toml").to_string();

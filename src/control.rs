@@ -34,20 +34,14 @@ pub async fn serve(path: PathBuf, source: StatusSource, shutdown: CancellationTo
             accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
             _ = shutdown.cancelled() => break,
         };
-        let allowed = stream
-            .peer_cred()
-            .map(|c| c.uid() == 0 || c.uid() == me)
-            .unwrap_or(false);
+        let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == me).unwrap_or(false);
         let source = source.clone();
         tokio::spawn(async move {
             let body = if allowed {
-                let value = tokio::task::spawn_blocking(move || source())
-                    .await
-                    .unwrap_or_default();
+                let value = tokio::task::spawn_blocking(move || source()).await.unwrap_or_default();
                 value.to_string()
             } else {
-                serde_json::json!({"error": "permission denied: latchkey status is for root"})
-                    .to_string()
+                serde_json::json!({"error": "permission denied: latchkey status is for root"}).to_string()
             };
             let _ = stream.write_all(body.as_bytes()).await;
             let _ = stream.shutdown().await;
@@ -58,13 +52,11 @@ pub async fn serve(path: PathBuf, source: StatusSource, shutdown: CancellationTo
 
 /// Asks a running agent for its status.
 pub async fn query(path: &Path) -> Result<serde_json::Value> {
-    let mut stream = UnixStream::connect(path)
-        .await
-        .with_context(|| format!("no agent answering on {}", path.display()))?;
+    let mut stream =
+        UnixStream::connect(path).await.with_context(|| format!("no agent answering on {}", path.display()))?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
-    let value: serde_json::Value =
-        serde_json::from_str(&body).context("agent sent an unreadable status")?;
+    let value: serde_json::Value = serde_json::from_str(&body).context("agent sent an unreadable status")?;
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
         anyhow::bail!("{error}");
     }

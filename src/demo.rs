@@ -47,61 +47,30 @@ enum Before {
 }
 
 fn step(action: ActionSpec, state: &'static str, code: &'static str) -> Step {
-    Step {
-        before: Before::Nothing,
-        action,
-        expect: Expect { state, code },
-    }
+    Step { before: Before::Nothing, action, expect: Expect { state, code } }
 }
 
 fn reset() -> ActionSpec {
-    ActionSpec::ResetPasscode {
-        work_profile: false,
-    }
+    ActionSpec::ResetPasscode { work_profile: false }
 }
 fn reset_wp() -> ActionSpec {
     ActionSpec::ResetPasscode { work_profile: true }
 }
 fn lock() -> ActionSpec {
-    ActionSpec::Lock {
-        message: "Returned to IT: call the help desk".into(),
-        phone: "+1 555 0100".into(),
-    }
+    ActionSpec::Lock { message: "Returned to IT: call the help desk".into(), phone: "+1 555 0100".into() }
 }
 
 fn rows() -> Vec<Row> {
-    let row = |label, profile, steps| Row {
-        label,
-        profile,
-        options: InitOptions::default(),
-        steps,
-    };
-    let no_policy = InitOptions {
-        no_passcode_policy: true,
-        ..InitOptions::default()
-    };
-    let pin_off = InitOptions {
-        pin_recovery_disabled: true,
-        ..InitOptions::default()
-    };
+    let row = |label, profile, steps| Row { label, profile, options: InitOptions::default(), steps };
+    let no_policy = InitOptions { no_passcode_policy: true, ..InitOptions::default() };
+    let pin_off = InitOptions { pin_recovery_disabled: true, ..InitOptions::default() };
     vec![
-        row(
-            "Android 6 device admin",
-            "android6-da",
-            vec![step(reset(), "succeeded", "")],
-        ),
-        row(
-            "Android 7 device admin",
-            "android7-da",
-            vec![step(reset(), "not_supported", "API_LEVEL")],
-        ),
+        row("Android 6 device admin", "android6-da", vec![step(reset(), "succeeded", "")]),
+        row("Android 7 device admin", "android7-da", vec![step(reset(), "not_supported", "API_LEVEL")]),
         row(
             "Android Enterprise device owner",
             "android-do",
-            vec![
-                step(reset(), "succeeded", ""),
-                step(lock(), "succeeded", ""),
-            ],
+            vec![step(reset(), "succeeded", ""), step(lock(), "succeeded", "")],
         ),
         row(
             "Android work profile (personal)",
@@ -109,19 +78,13 @@ fn rows() -> Vec<Row> {
             vec![
                 step(reset(), "not_supported", "MANAGEMENT_MODE"),
                 step(reset_wp(), "failed", "RESET_TOKEN_NOT_ACTIVE"),
-                Step {
-                    before: Before::UserConfirmsCredential,
-                    ..step(reset_wp(), "succeeded", "")
-                },
+                Step { before: Before::UserConfirmsCredential, ..step(reset_wp(), "succeeded", "") },
             ],
         ),
         row(
             "Android work profile (corporate)",
             "android-wp-cope",
-            vec![Step {
-                before: Before::UserConfirmsCredential,
-                ..step(reset_wp(), "succeeded", "")
-            }],
+            vec![Step { before: Before::UserConfirmsCredential, ..step(reset_wp(), "succeeded", "") }],
         ),
         Row {
             label: "Android work profile, no WP policy",
@@ -129,26 +92,12 @@ fn rows() -> Vec<Row> {
             options: no_policy.clone(),
             steps: vec![step(reset_wp(), "failed", "NO_PASSCODE_POLICY")],
         },
-        row(
-            "Android 7 work profile",
-            "android7-wp",
-            vec![step(reset_wp(), "not_supported", "API_LEVEL")],
-        ),
-        row(
-            "AOSP user-associated",
-            "aosp-user",
-            vec![
-                step(reset(), "succeeded", ""),
-                step(lock(), "succeeded", ""),
-            ],
-        ),
+        row("Android 7 work profile", "android7-wp", vec![step(reset_wp(), "not_supported", "API_LEVEL")]),
+        row("AOSP user-associated", "aosp-user", vec![step(reset(), "succeeded", ""), step(lock(), "succeeded", "")]),
         row(
             "AOSP userless, no passcode policy",
             "aosp-userless",
-            vec![
-                step(reset(), "succeeded", ""),
-                step(lock(), "failed", "NO_PASSCODE_POLICY"),
-            ],
+            vec![step(reset(), "succeeded", ""), step(lock(), "failed", "NO_PASSCODE_POLICY")],
         ),
         row(
             "iOS/iPadOS",
@@ -163,11 +112,7 @@ fn rows() -> Vec<Row> {
             "ios",
             vec![Step {
                 before: Before::WrongUnlockTokenEscrowed,
-                ..step(
-                    ActionSpec::RemovePasscode,
-                    "failed",
-                    "UNLOCK_TOKEN_MISMATCH",
-                )
+                ..step(ActionSpec::RemovePasscode, "failed", "UNLOCK_TOKEN_MISMATCH")
             }],
         ),
         row(
@@ -175,40 +120,21 @@ fn rows() -> Vec<Row> {
             "ios-user-enrollment",
             vec![
                 step(reset(), "not_supported", "USER_ENROLLMENT"),
-                step(
-                    ActionSpec::RemovePasscode,
-                    "not_supported",
-                    "USER_ENROLLMENT",
-                ),
+                step(ActionSpec::RemovePasscode, "not_supported", "USER_ENROLLMENT"),
             ],
         ),
         row(
             "macOS",
             "macos",
-            vec![
-                step(reset(), "not_supported", "PLATFORM_UNSUPPORTED"),
-                step(lock(), "succeeded", ""),
-            ],
+            vec![step(reset(), "not_supported", "PLATFORM_UNSUPPORTED"), step(lock(), "succeeded", "")],
         ),
-        row(
-            "Windows desktop",
-            "windows",
-            vec![step(reset(), "not_supported", "PLATFORM_UNSUPPORTED")],
-        ),
-        row(
-            "Windows 10 Mobile",
-            "windows10-mobile",
-            vec![step(ActionSpec::ResetPin, "succeeded", "")],
-        ),
+        row("Windows desktop", "windows", vec![step(reset(), "not_supported", "PLATFORM_UNSUPPORTED")]),
+        row("Windows 10 Mobile", "windows10-mobile", vec![step(ActionSpec::ResetPin, "succeeded", "")]),
         Row {
             label: "Windows 10 Mobile, recovery off",
             profile: "windows10-mobile",
             options: pin_off,
-            steps: vec![step(
-                ActionSpec::ResetPin,
-                "failed",
-                "PIN_RECOVERY_DISABLED",
-            )],
+            steps: vec![step(ActionSpec::ResetPin, "failed", "PIN_RECOVERY_DISABLED")],
         },
     ]
 }
@@ -220,11 +146,7 @@ struct Device {
 }
 
 /// Waits for `condition`, checking every 50 ms, up to `deadline`.
-async fn wait_for(
-    what: &str,
-    deadline: Duration,
-    mut condition: impl FnMut() -> bool,
-) -> Result<()> {
+async fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) -> Result<()> {
     let until = tokio::time::Instant::now() + deadline;
     while !condition() {
         if tokio::time::Instant::now() > until {
@@ -262,9 +184,7 @@ fn truncate(text: &str, n: usize) -> String {
 
 /// Runs the demo; true when every outcome matched.
 pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
-    let tmp = tempfile::Builder::new()
-        .prefix("latchkey-demo-")
-        .tempdir()?;
+    let tmp = tempfile::Builder::new().prefix("latchkey-demo-").tempdir()?;
     let root = keep.unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&root)?;
     let shutdown = CancellationToken::new();
@@ -281,11 +201,7 @@ pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
     let db: Arc<Db> = server.db.clone();
     let waker = Waker::InProcess(server.hub.clone());
     let ca = root.join("server").join("ca.pem");
-    println!(
-        "latchkey demo: server on {} (TLS 1.3, mTLS), files in {}",
-        server.addr,
-        root.display()
-    );
+    println!("latchkey demo: server on {} (TLS 1.3, mTLS), files in {}", server.addr, root.display());
 
     let mut devices = Vec::new();
     let mut agents = Vec::new();
@@ -293,34 +209,18 @@ pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
         let dir = root.join(format!("device-{i:02}-{}", row.profile));
         std::fs::create_dir_all(&dir)?;
         let sim = dir.join("sim.json");
-        profile::build(row.profile, &row.options)?
-            .save(&sim)
-            .map_err(anyhow::Error::msg)?;
+        profile::build(row.profile, &row.options)?.save(&sim).map_err(anyhow::Error::msg)?;
         let config = agent_config(&dir, &server.addr.to_string(), &ca, &sim)?;
         let token = admin::create_token(&db, Duration::from_secs(600))?;
-        let device_id = crate::enroll::enroll(&config, &token)
-            .await
-            .with_context(|| format!("enrolling {}", row.label))?;
+        let device_id =
+            crate::enroll::enroll(&config, &token).await.with_context(|| format!("enrolling {}", row.label))?;
         let agent_shutdown = shutdown.child_token();
-        agents.push(tokio::spawn(crate::agent::run(
-            config,
-            crate::agent::RunOptions::default(),
-            agent_shutdown,
-        )));
-        devices.push(Device {
-            row,
-            device_id,
-            sim,
-        });
+        agents.push(tokio::spawn(crate::agent::run(config, crate::agent::RunOptions::default(), agent_shutdown)));
+        devices.push(Device { row, device_id, sim });
     }
-    println!(
-        "enrolled {} simulated devices; waiting for their first check-in",
-        devices.len()
-    );
+    println!("enrolled {} simulated devices; waiting for their first check-in", devices.len());
     wait_for("every device to check in", Duration::from_secs(60), || {
-        db.devices()
-            .map(|d| d.iter().filter(|r| r.last_checkin > 0).count() == devices.len())
-            .unwrap_or(false)
+        db.devices().map(|d| d.iter().filter(|r| r.last_checkin > 0).count() == devices.len()).unwrap_or(false)
     })
     .await?;
 
@@ -349,27 +249,14 @@ pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
                     admin::import_unlock_token(&db, &device.device_id, &SecretBytes::random(32))?;
                 }
             }
-            let queued = admin::queue_action(
-                &db,
-                &waker,
-                &device.device_id,
-                &step.action,
-                admin::DEFAULT_COMMAND_TTL,
-            )?;
-            let passcode = queued
-                .temporary_passcode
-                .as_ref()
-                .map(|p| p.expose().to_owned());
+            let queued = admin::queue_action(&db, &waker, &device.device_id, &step.action, admin::DEFAULT_COMMAND_TTL)?;
+            let passcode = queued.temporary_passcode.as_ref().map(|p| p.expose().to_owned());
             this_round.push(queued.command_id.clone());
             issued.push((device_idx, step_idx, queued.command_id, passcode));
         }
         wait_for("results from every device", Duration::from_secs(60), || {
             db.actions(None)
-                .map(|rows| {
-                    rows.iter()
-                        .filter(|r| this_round.contains(&r.command_id))
-                        .all(|r| terminal(&r.state))
-                })
+                .map(|rows| rows.iter().filter(|r| this_round.contains(&r.command_id)).all(|r| terminal(&r.state)))
                 .unwrap_or(false)
         })
         .await?;
@@ -393,27 +280,16 @@ pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
         // A success must be visible on the device itself, not only in the report.
         if ok && row.state == "succeeded" {
             let sim = SimState::load(&device.sim).map_err(anyhow::Error::msg)?;
-            ok = sim
-                .effects
-                .iter()
-                .filter(|e| &e.command_id == command_id)
-                .count()
-                == 1;
-            if let (Some(p), ActionSpec::ResetPasscode { work_profile }) = (passcode, &step.action)
-            {
-                let scope = if *work_profile {
-                    Scope::WorkProfile
-                } else {
-                    Scope::Device
-                };
+            ok = sim.effects.iter().filter(|e| &e.command_id == command_id).count() == 1;
+            if let (Some(p), ActionSpec::ResetPasscode { work_profile }) = (passcode, &step.action) {
+                let scope = if *work_profile { Scope::WorkProfile } else { Scope::Device };
                 ok &= sim.passcode_is(scope, &latchkey_platform::Secret::new(p.clone()));
             }
             if matches!(step.action, ActionSpec::Lock { .. }) {
                 ok &= sim.locked;
             }
         }
-        if row.error_code == "NO_PASSCODE_POLICY" && matches!(step.action, ActionSpec::Lock { .. })
-        {
+        if row.error_code == "NO_PASSCODE_POLICY" && matches!(step.action, ActionSpec::Lock { .. }) {
             let sim = SimState::load(&device.sim).map_err(anyhow::Error::msg)?;
             ok &= !sim.locked;
         }
@@ -424,11 +300,7 @@ pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
             row.platform,
             row.action,
             row.state,
-            if row.error_code.is_empty() {
-                "-"
-            } else {
-                &row.error_code
-            },
+            if row.error_code.is_empty() { "-" } else { &row.error_code },
             if ok { "yes" } else { "NO" },
             truncate(&row.message, 110)
         );
@@ -446,11 +318,7 @@ pub async fn run(keep: Option<PathBuf>) -> Result<bool> {
         "{} of {} outcomes as expected{}",
         issued.len() - usize::from(!all_ok).min(issued.len()),
         issued.len(),
-        if all_ok {
-            ""
-        } else {
-            " — see rows marked NO"
-        }
+        if all_ok { "" } else { " — see rows marked NO" }
     );
     Ok(all_ok)
 }

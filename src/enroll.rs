@@ -20,20 +20,13 @@ pub async fn enroll(config: &Config, token: &Secret) -> Result<String> {
         );
     }
     let mut port = crate::ports::open(config)?;
-    let snapshot = port
-        .snapshot()
-        .context("reading device facts from the platform port")?;
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let snapshot = port.snapshot().context("reading device facts from the platform port")?;
+    let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     let (key_pem, csr_der) = identity::new_key_and_csr()?;
     let ca = std::fs::read_to_string(&config.server.ca)
         .with_context(|| format!("reading server.ca {}", config.server.ca.display()))?;
     let tls = crate::transport::tls::client_config(&ca, None)?;
-    let mut client = crate::transport::connect(&config.server.url, tls)
-        .await
-        .context("connecting to the server")?;
+    let mut client = crate::transport::connect(&config.server.url, tls).await.context("connecting to the server")?;
     let response = client
         .enroll(v1::EnrollRequest {
             enrollment_token: token.expose().to_owned(),

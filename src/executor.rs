@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use latchkey_platform::execute::{execute, Request};
-use latchkey_platform::{
-    Action, DevicePort, ErrorCode, LockRequest, Outcome, Scope, Secret, SecretBytes, Status,
-};
+use latchkey_platform::{Action, DevicePort, ErrorCode, LockRequest, Outcome, Scope, Secret, SecretBytes, Status};
 use latchkey_proto::v1;
 
 use crate::journal::{Journal, Receipt};
@@ -52,24 +50,16 @@ pub fn validate(command: &v1::Command, device_id: &str, now_ms: i64) -> Result<A
         ));
     }
     if command.expires_at_unix_ms <= 0 || command.issued_at_unix_ms <= 0 {
-        return Err(reject(
-            ErrorCode::Malformed,
-            "command carries no issue or expiry time; it was not applied".into(),
-        ));
+        return Err(reject(ErrorCode::Malformed, "command carries no issue or expiry time; it was not applied".into()));
     }
     if command.expires_at_unix_ms <= now_ms {
         return Err(reject(
             ErrorCode::Expired,
-            "command expired before the device received it; issue it again if it is still needed"
-                .into(),
+            "command expired before the device received it; issue it again if it is still needed".into(),
         ));
     }
-    let malformed = |what: &str| {
-        reject(
-            ErrorCode::Malformed,
-            format!("command is malformed ({what}); it was not applied"),
-        )
-    };
+    let malformed =
+        |what: &str| reject(ErrorCode::Malformed, format!("command is malformed ({what}); it was not applied"));
     match &command.action {
         None => Err(malformed("no action")),
         Some(v1::command::Action::ResetPasscode(r)) => {
@@ -78,19 +68,14 @@ pub fn validate(command: &v1::Command, device_id: &str, now_ms: i64) -> Result<A
                 Ok(_) => Scope::Device,
                 Err(_) => return Err(malformed("unknown reset scope")),
             };
-            Ok(Action::ResetPasscode {
-                scope,
-                passcode: Secret::new(r.new_passcode.clone()),
-                flags: r.flags,
-            })
+            Ok(Action::ResetPasscode { scope, passcode: Secret::new(r.new_passcode.clone()), flags: r.flags })
         }
-        Some(v1::command::Action::RemovePasscode(r)) => Ok(Action::RemovePasscode {
-            unlock_token: SecretBytes::new(r.unlock_token.clone()),
-        }),
-        Some(v1::command::Action::RemoteLock(l)) => Ok(Action::RemoteLock(LockRequest {
-            message: l.message.clone(),
-            phone_number: l.phone_number.clone(),
-        })),
+        Some(v1::command::Action::RemovePasscode(r)) => {
+            Ok(Action::RemovePasscode { unlock_token: SecretBytes::new(r.unlock_token.clone()) })
+        }
+        Some(v1::command::Action::RemoteLock(l)) => {
+            Ok(Action::RemoteLock(LockRequest { message: l.message.clone(), phone_number: l.phone_number.clone() }))
+        }
         Some(v1::command::Action::ResetPin(_)) => Ok(Action::ResetPin),
     }
 }
@@ -98,9 +83,7 @@ pub fn validate(command: &v1::Command, device_id: &str, now_ms: i64) -> Result<A
 /// The action's name for the journal, before validation.
 pub fn kind_of(command: &v1::Command) -> &'static str {
     match &command.action {
-        Some(v1::command::Action::ResetPasscode(r))
-            if r.scope == v1::ResetScope::WorkProfile as i32 =>
-        {
+        Some(v1::command::Action::ResetPasscode(r)) if r.scope == v1::ResetScope::WorkProfile as i32 => {
             "reset_work_profile_passcode"
         }
         Some(v1::command::Action::ResetPasscode(_)) => "reset_passcode",
@@ -123,16 +106,10 @@ pub fn to_result(command_id: &str, outcome: Outcome, now_ms: i64) -> v1::Command
     v1::CommandResult {
         command_id: command_id.to_owned(),
         status: status as i32,
-        error_code: outcome
-            .code
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
+        error_code: outcome.code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
         message: outcome.message,
         outputs: outcome.outputs.into_iter().collect(),
-        generated_pin: outcome
-            .generated_pin
-            .map(|p| p.expose().to_owned())
-            .unwrap_or_default(),
+        generated_pin: outcome.generated_pin.map(|p| p.expose().to_owned()).unwrap_or_default(),
         finished_at_unix_ms: now_ms,
     }
 }
@@ -182,17 +159,11 @@ impl Executor {
                         None
                     }
                 };
-                let request = Request {
-                    command_id: id,
-                    action: &action,
-                    reset_token: token.as_ref(),
-                };
+                let request = Request { command_id: id, action: &action, reset_token: token.as_ref() };
                 let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
                 let journal = self.journal.clone();
                 let outcome = execute(port.as_mut(), &request, &mut || {
-                    journal
-                        .applying(id, crate::now_ms())
-                        .map_err(|e| e.to_string())
+                    journal.applying(id, crate::now_ms()).map_err(|e| e.to_string())
                 });
                 drop(port);
                 trip(self.fault, Fault::CrashAfterApply);
@@ -214,11 +185,7 @@ impl Executor {
         match self.journal.interrupted() {
             Ok(rows) => {
                 for (id, kind) in rows {
-                    let applied = self
-                        .port
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .effect_applied(&id);
+                    let applied = self.port.lock().unwrap_or_else(|p| p.into_inner()).effect_applied(&id);
                     let outcome = match applied {
                         Ok(Some(true)) => Outcome::succeeded(format!(
                             "{kind} was applied just before the agent restarted; the device confirms it, so it was not applied again"
@@ -263,29 +230,15 @@ mod tests {
     #[test]
     fn rejects_foreign_expired_and_malformed_commands() {
         let code = |r: Result<Action, Outcome>| r.err().and_then(|o| o.code);
-        assert_eq!(
-            code(validate(&command("other", 100), "me", 10)),
-            Some(ErrorCode::WrongDevice)
-        );
-        assert_eq!(
-            code(validate(&command("me", 5), "me", 10)),
-            Some(ErrorCode::Expired)
-        );
+        assert_eq!(code(validate(&command("other", 100), "me", 10)), Some(ErrorCode::WrongDevice));
+        assert_eq!(code(validate(&command("me", 5), "me", 10)), Some(ErrorCode::Expired));
         let mut no_action = command("me", 100);
         no_action.action = None;
-        assert_eq!(
-            code(validate(&no_action, "me", 10)),
-            Some(ErrorCode::Malformed)
-        );
+        assert_eq!(code(validate(&no_action, "me", 10)), Some(ErrorCode::Malformed));
         let mut bad_scope = command("me", 100);
-        bad_scope.action = Some(v1::command::Action::ResetPasscode(v1::ResetPasscode {
-            scope: 77,
-            ..Default::default()
-        }));
-        assert_eq!(
-            code(validate(&bad_scope, "me", 10)),
-            Some(ErrorCode::Malformed)
-        );
+        bad_scope.action =
+            Some(v1::command::Action::ResetPasscode(v1::ResetPasscode { scope: 77, ..Default::default() }));
+        assert_eq!(code(validate(&bad_scope, "me", 10)), Some(ErrorCode::Malformed));
         assert!(validate(&command("me", 100), "me", 10).is_ok());
     }
 }

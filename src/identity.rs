@@ -20,10 +20,7 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("device_id", &self.device_id)
-            .field("key_pem", &"<redacted>")
-            .finish()
+        f.debug_struct("Identity").field("device_id", &self.device_id).field("key_pem", &"<redacted>").finish()
     }
 }
 
@@ -51,8 +48,7 @@ impl Identity {
             return Ok(None);
         }
         let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .with_context(|| format!("reading {}", dir.join(name).display()))
+            std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()))
         };
         Ok(Some(Self {
             device_id: read("device_id")?.trim().to_owned(),
@@ -79,16 +75,14 @@ impl Identity {
     /// When the certificate expires (Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
         use rustls::pki_types::pem::PemObject;
-        let der =
-            rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).ok()?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).ok()?;
         let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
         Some(cert.validity().not_after.timestamp())
     }
 
     /// True when less than a third of a 30-day certificate's life remains.
     pub fn needs_renewal(&self, now_secs: i64) -> bool {
-        self.not_after()
-            .is_some_and(|t| t - now_secs < 10 * 24 * 3600)
+        self.not_after().is_some_and(|t| t - now_secs < 10 * 24 * 3600)
     }
 }
 

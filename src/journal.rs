@@ -56,13 +56,7 @@ impl State {
             "received" => Self::Received,
             "applying" => Self::Applying,
             "done" => Self::Done,
-            other => {
-                return Err(rusqlite::Error::InvalidColumnType(
-                    0,
-                    other.to_owned(),
-                    rusqlite::types::Type::Text,
-                ))
-            }
+            other => return Err(rusqlite::Error::InvalidColumnType(0, other.to_owned(), rusqlite::types::Type::Text)),
         })
     }
 }
@@ -119,9 +113,7 @@ impl Journal {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(Self { conn: Mutex::new(conn) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> R<T>) -> R<T> {
@@ -147,13 +139,7 @@ impl Journal {
         })
     }
 
-    fn transition(
-        &self,
-        command_id: &str,
-        event: Event,
-        result: Option<&v1::CommandResult>,
-        now: i64,
-    ) -> R<()> {
+    fn transition(&self, command_id: &str, event: Event, result: Option<&v1::CommandResult>, now: i64) -> R<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             let state: String = tx.query_row("SELECT state FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))?;
@@ -187,14 +173,14 @@ impl Journal {
     /// The server acked the result: keep it, minus any device-generated PIN.
     pub fn ack(&self, command_id: &str, now: i64) -> R<()> {
         self.with(|c| {
-            let result: Option<Vec<u8>> =
-                c.query_row("SELECT result FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0)).optional()?.flatten();
-            let scrubbed = result
-                .and_then(|bytes| v1::CommandResult::decode(bytes.as_slice()).ok())
-                .map(|mut r| {
-                    r.generated_pin.clear();
-                    r.encode_to_vec()
-                });
+            let result: Option<Vec<u8>> = c
+                .query_row("SELECT result FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let scrubbed = result.and_then(|bytes| v1::CommandResult::decode(bytes.as_slice()).ok()).map(|mut r| {
+                r.generated_pin.clear();
+                r.encode_to_vec()
+            });
             c.execute(
                 "UPDATE commands SET acked = 1, result = COALESCE(?2, result), updated_at = ?3 WHERE command_id = ?1",
                 params![command_id, scrubbed, now],
@@ -206,7 +192,8 @@ impl Journal {
     /// Results the server has not acked.
     pub fn unreported(&self) -> R<Vec<v1::CommandResult>> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT result FROM commands WHERE state = 'done' AND acked = 0 ORDER BY updated_at")?;
+            let mut stmt =
+                c.prepare("SELECT result FROM commands WHERE state = 'done' AND acked = 0 ORDER BY updated_at")?;
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
             let mut out = Vec::new();
             for bytes in rows {
@@ -222,7 +209,9 @@ impl Journal {
     /// Commands journaled but not yet acted on (after a restart).
     pub fn received(&self) -> R<Vec<v1::Command>> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT payload FROM commands WHERE state = 'received' AND payload IS NOT NULL ORDER BY received_at")?;
+            let mut stmt = c.prepare(
+                "SELECT payload FROM commands WHERE state = 'received' AND payload IS NOT NULL ORDER BY received_at",
+            )?;
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
             let mut out = Vec::new();
             for bytes in rows {
@@ -237,8 +226,7 @@ impl Journal {
     /// Commands that were mid-effect when the agent stopped: (id, kind).
     pub fn interrupted(&self) -> R<Vec<(String, String)>> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT command_id, kind FROM commands WHERE state = 'applying'")?;
+            let mut stmt = c.prepare("SELECT command_id, kind FROM commands WHERE state = 'applying'")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
@@ -257,22 +245,13 @@ impl Journal {
 
     /// Reads a small value.
     pub fn get(&self, key: &str) -> R<Option<String>> {
-        self.with(|c| {
-            c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()
-        })
+        self.with(|c| c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional())
     }
 
     /// Writes a small value.
     pub fn set(&self, key: &str, value: &str) -> R<()> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
-                params![key, value],
-            )
-            .map(|_| ())
+            c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ())
         })
     }
 }
@@ -303,14 +282,8 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(
-            j.receive(&cmd, "reset_passcode", 1).expect("r1"),
-            Receipt::New
-        );
-        assert_eq!(
-            j.receive(&cmd, "reset_passcode", 2).expect("r2"),
-            Receipt::Known(State::Received)
-        );
+        assert_eq!(j.receive(&cmd, "reset_passcode", 1).expect("r1"), Receipt::New);
+        assert_eq!(j.receive(&cmd, "reset_passcode", 2).expect("r2"), Receipt::Known(State::Received));
         j.applying("c1", 3).expect("applying");
         assert_eq!(j.interrupted().expect("int").len(), 1);
         let result = v1::CommandResult {
@@ -327,14 +300,8 @@ mod tests {
         let wal = std::fs::read(dir.path().join("j.db-wal")).unwrap_or_default();
         for bytes in [raw, wal] {
             let text = String::from_utf8_lossy(&bytes);
-            assert!(
-                !text.contains("SECRET-9"),
-                "passcode lingers in the journal files"
-            );
-            assert!(
-                !text.contains("PIN-7"),
-                "generated PIN lingers in the journal files"
-            );
+            assert!(!text.contains("SECRET-9"), "passcode lingers in the journal files");
+            assert!(!text.contains("PIN-7"), "generated PIN lingers in the journal files");
         }
         drop(j);
     }

@@ -12,7 +12,8 @@ use crate::secrets::SecretStore;
 
 /// The notification asking the user to confirm their credential.
 pub const CONFIRM_NOTIFICATION: &str = "latchkey.reset-token";
-const CONFIRM_TEXT: &str = "Your organisation needs you to confirm your work passcode so it can help you if you forget it. Tap to confirm.";
+const CONFIRM_TEXT: &str =
+    "Your organisation needs you to confirm your work passcode so it can help you if you forget it. Tap to confirm.";
 const KV_RESET_ESCROWED: &str = "reset_token_escrowed";
 const KV_UNLOCK_ESCROWED: &str = "unlock_token_escrowed_sha256";
 const KV_NOTIFIED: &str = "reset_token_notification_shown";
@@ -27,11 +28,7 @@ pub struct Escrow {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Brings tokens and the notification up to date; returns what still needs escrowing.
@@ -57,8 +54,7 @@ pub fn reconcile(
             escrow.reset_token = secrets.get(RESET_TOKEN)?;
         }
         let credential_set = if snapshot.facts.mode.is_work_profile() {
-            snapshot.state.work_profile_policy.is_some()
-                && snapshot.state.work_profile_passcode_present
+            snapshot.state.work_profile_policy.is_some() && snapshot.state.work_profile_passcode_present
         } else {
             snapshot.state.passcode_present
         };
@@ -66,9 +62,7 @@ pub fn reconcile(
         if token_state == ResetTokenState::PendingUser && credential_set && !shown {
             port.notify(CONFIRM_NOTIFICATION, Some(CONFIRM_TEXT))?;
             journal.set(KV_NOTIFIED, "1")?;
-            tracing::info!(
-                "asked the user to confirm their credential to activate the reset token"
-            );
+            tracing::info!("asked the user to confirm their credential to activate the reset token");
         } else if token_state == ResetTokenState::Active && shown {
             port.notify(CONFIRM_NOTIFICATION, None)?;
             journal.set(KV_NOTIFIED, "0")?;
@@ -76,8 +70,7 @@ pub fn reconcile(
         }
     }
     if let Some(token) = port.unlock_token()? {
-        if journal.get(KV_UNLOCK_ESCROWED)?.as_deref() != Some(sha256_hex(token.expose()).as_str())
-        {
+        if journal.get(KV_UNLOCK_ESCROWED)?.as_deref() != Some(sha256_hex(token.expose()).as_str()) {
             escrow.unlock_token = Some(token);
         }
     }

@@ -99,12 +99,8 @@ enum BridgeCommand {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
-        .unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG").unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
     if std::env::var("LATCHKEY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().flatten_event(true).init();
     } else {
@@ -137,9 +133,7 @@ fn main() {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn dispatch(command: Command) -> Result<i32> {
@@ -165,12 +159,7 @@ fn dispatch(command: Command) -> Result<i32> {
             })?;
             Ok(0)
         }
-        Command::Enroll {
-            config,
-            server,
-            ca,
-            token_file,
-        } => {
+        Command::Enroll { config, server, ca, token_file } => {
             init_logging("warn");
             let mut table = if config.exists() || config != std::path::Path::new(DEFAULT_CONFIG) {
                 Config::load(&config)?
@@ -194,18 +183,9 @@ fn dispatch(command: Command) -> Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!(
-                    "device:        {}",
-                    status["device_id"].as_str().unwrap_or("-")
-                );
-                println!(
-                    "server:        {}",
-                    status["server"].as_str().unwrap_or("-")
-                );
-                println!(
-                    "link:          {}",
-                    status["link"]["link"].as_str().unwrap_or("-")
-                );
+                println!("device:        {}", status["device_id"].as_str().unwrap_or("-"));
+                println!("server:        {}", status["server"].as_str().unwrap_or("-"));
+                println!("link:          {}", status["link"]["link"].as_str().unwrap_or("-"));
                 println!("last check-in: {}", status["link"]["last_checkin_unix_ms"]);
                 println!(
                     "journal:       {} pending, {} unreported",
@@ -213,8 +193,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 );
                 println!(
                     "platform:      {} {}",
-                    status["platform"]["facts"]["platform"],
-                    status["platform"]["facts"]["os_version"]
+                    status["platform"]["facts"]["platform"], status["platform"]["facts"]["os_version"]
                 );
             }
             Ok(0)
@@ -225,40 +204,20 @@ fn dispatch(command: Command) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&lines)?);
             } else {
                 for l in &lines {
-                    println!(
-                        "{:<8} {:<14} {}",
-                        format!("{:?}", l.verdict).to_lowercase(),
-                        l.check,
-                        l.detail
-                    );
+                    println!("{:<8} {:<14} {}", format!("{:?}", l.verdict).to_lowercase(), l.check, l.detail);
                 }
             }
-            Ok(
-                if lines.iter().any(|l| l.verdict == check::Verdict::Failed) {
-                    1
-                } else {
-                    0
-                },
-            )
+            Ok(if lines.iter().any(|l| l.verdict == check::Verdict::Failed) { 1 } else { 0 })
         }
-        Command::Policy {
-            command: PolicyCommand::Check(args),
-        } => Ok(policy_cmd::run(&args)),
+        Command::Policy { command: PolicyCommand::Check(args) } => Ok(policy_cmd::run(&args)),
         Command::Sim { command } => {
             init_logging("warn");
             sim_cmd::run(command)
         }
-        Command::Bridge {
-            command: BridgeCommand::Conformance { socket },
-        } => {
+        Command::Bridge { command: BridgeCommand::Conformance { socket } } => {
             let findings = latchkey::bridge::conformance(&socket);
             for f in &findings {
-                println!(
-                    "{:<6} {} — {}",
-                    if f.ok { "ok" } else { "FAILED" },
-                    f.check,
-                    f.detail
-                );
+                println!("{:<6} {} — {}", if f.ok { "ok" } else { "FAILED" }, f.check, f.detail);
             }
             Ok(if findings.iter().all(|f| f.ok) { 0 } else { 1 })
         }

@@ -22,10 +22,8 @@ pub enum Dialect {
 }
 
 fn parse_quality(s: &str) -> Result<Quality, String> {
-    Quality::parse(s).ok_or_else(|| {
-        "expected unspecified|something|numeric|numeric-complex|alphabetic|alphanumeric|complex"
-            .into()
-    })
+    Quality::parse(s)
+        .ok_or_else(|| "expected unspecified|something|numeric|numeric-complex|alphabetic|alphanumeric|complex".into())
 }
 fn parse_complexity(s: &str) -> Result<Complexity, String> {
     Complexity::parse(s).ok_or_else(|| "expected none|low|medium|high".into())
@@ -135,15 +133,12 @@ fn flags_for(args: &CheckArgs) -> Vec<(&'static str, bool, Dialect)> {
 pub fn policy_from_args(args: &CheckArgs) -> Result<PasscodePolicy, Usage> {
     for (flag, set, dialect) in flags_for(args) {
         if set && dialect != args.dialect {
-            return Err(Usage(
-                format!("{flag} does not apply to --dialect {:?}", args.dialect).to_lowercase(),
-            ));
+            return Err(Usage(format!("{flag} does not apply to --dialect {:?}", args.dialect).to_lowercase()));
         }
     }
     if let Some(path) = &args.profile {
         let bytes = std::fs::read(path).map_err(|e| Usage(format!("{}: {e}", path.display())))?;
-        let policy =
-            profile::parse(&bytes).map_err(|e| Usage(format!("{}: {e}", path.display())))?;
+        let policy = profile::parse(&bytes).map_err(|e| Usage(format!("{}: {e}", path.display())))?;
         let matches = matches!(
             (&policy, args.dialect),
             (PasscodePolicy::Android(_), Dialect::Android)
@@ -152,13 +147,8 @@ pub fn policy_from_args(args: &CheckArgs) -> Result<PasscodePolicy, Usage> {
         );
         if !matches {
             return Err(Usage(
-                format!(
-                    "{} holds a {} policy, not {:?}",
-                    path.display(),
-                    policy.dialect(),
-                    args.dialect
-                )
-                .to_lowercase(),
+                format!("{} holds a {} policy, not {:?}", path.display(), policy.dialect(), args.dialect)
+                    .to_lowercase(),
             ));
         }
         return Ok(policy);

@@ -10,17 +10,13 @@ pub fn open(config: &Config) -> anyhow::Result<Box<dyn DevicePort>> {
     let p = &config.platform;
     Ok(match p.port {
         PortKind::Sim => {
-            let path = p
-                .sim_state
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("platform.sim_state is not set"))?;
+            let path = p.sim_state.as_ref().ok_or_else(|| anyhow::anyhow!("platform.sim_state is not set"))?;
             Box::new(SimPort::open(path)?)
         }
         PortKind::Linux => {
             let policy = match &p.policy_file {
                 Some(path) => {
-                    let bytes = std::fs::read(path)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     Some(
                         latchkey_platform::policy::profile::parse(&bytes)
                             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
@@ -37,10 +33,7 @@ pub fn open(config: &Config) -> anyhow::Result<Box<dyn DevicePort>> {
             })?)
         }
         PortKind::Bridge => {
-            let path = p
-                .bridge_socket
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("platform.bridge_socket is not set"))?;
+            let path = p.bridge_socket.as_ref().ok_or_else(|| anyhow::anyhow!("platform.bridge_socket is not set"))?;
             Box::new(crate::bridge::BridgePort::new(path))
         }
     })

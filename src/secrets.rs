@@ -29,9 +29,7 @@ impl SecretStore {
         match std::fs::read_to_string(self.path(name)) {
             Ok(text) => {
                 let text = zeroize::Zeroizing::new(text);
-                SecretBytes::from_hex(text.trim())
-                    .map(Some)
-                    .with_context(|| format!("secret {name} is corrupt"))
+                SecretBytes::from_hex(text.trim()).map(Some).with_context(|| format!("secret {name} is corrupt"))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading secret {name}")),
@@ -40,12 +38,8 @@ impl SecretStore {
 
     /// Stores a secret atomically.
     pub fn put(&self, name: &str, value: &SecretBytes) -> Result<()> {
-        latchkey_platform::atomic::write(
-            &self.path(name),
-            value.to_hex().expose().as_bytes(),
-            0o600,
-        )
-        .with_context(|| format!("writing secret {name}"))
+        latchkey_platform::atomic::write(&self.path(name), value.to_hex().expose().as_bytes(), 0o600)
+            .with_context(|| format!("writing secret {name}"))
     }
 
     /// True when a probe secret can be written, read back and removed.

@@ -48,6 +48,21 @@ pub enum SimCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Deliver a new passcode policy to the device (as the MDM's policy channel would).
+    SetPolicy {
+        /// State file.
+        #[arg(long)]
+        state: PathBuf,
+        /// Policy document (plist, DPM JSON, PINComplexity lines).
+        #[arg(long, required_unless_present = "none")]
+        passcode_policy: Option<PathBuf>,
+        /// Remove the device passcode policy.
+        #[arg(long, conflicts_with = "passcode_policy")]
+        none: bool,
+        /// Apply to the work profile instead of the device.
+        #[arg(long)]
+        work_profile: bool,
+    },
     /// Serve the simulated device over the platform bridge socket.
     Bridge {
         /// State file.
@@ -80,10 +95,13 @@ pub enum UserAction {
 
 fn read_stdin_secret() -> Result<Secret> {
     let mut raw = String::new();
-    std::io::stdin()
-        .read_to_string(&mut raw)
-        .context("reading the passcode from stdin")?;
+    std::io::stdin().read_to_string(&mut raw).context("reading the passcode from stdin")?;
     Ok(Secret::new(crate::policy_cmd::strip_newline(raw)))
+}
+
+fn read_policy(path: &std::path::Path) -> Result<latchkey_platform::policy::PasscodePolicy> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    latchkey_platform::policy::profile::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn load(path: &std::path::Path) -> Result<SimState> {
@@ -93,17 +111,10 @@ fn load(path: &std::path::Path) -> Result<SimState> {
 /// Runs a sim subcommand; returns the exit code.
 pub fn run(command: SimCommand) -> Result<i32> {
     match command {
-        SimCommand::Init {
-            state,
-            profile: name,
-            passcode_policy,
-            no_passcode_policy,
-            pin_recovery_disabled,
-        } => {
+        SimCommand::Init { state, profile: name, passcode_policy, no_passcode_policy, pin_recovery_disabled } => {
             let device_policy = match passcode_policy {
                 Some(path) => {
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
+                    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                     Some(
                         latchkey_platform::policy::profile::parse(&bytes)
                             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
@@ -111,11 +122,7 @@ pub fn run(command: SimCommand) -> Result<i32> {
                 }
                 None => None,
             };
-            let options = InitOptions {
-                device_policy,
-                no_passcode_policy,
-                pin_recovery_disabled,
-            };
+            let options = InitOptions { device_policy, no_passcode_policy, pin_recovery_disabled };
             let sim = profile::build(&name, &options)?;
             if let Some(parent) = state.parent() {
                 std::fs::create_dir_all(parent).ok();
@@ -133,30 +140,15 @@ pub fn run(command: SimCommand) -> Result<i32> {
                     0
                 }
                 UserAction::SetPasscode { work_profile } => {
-                    let scope = if work_profile {
-                        Scope::WorkProfile
-                    } else {
-                        Scope::Device
-                    };
+                    let scope = if work_profile { Scope::WorkProfile } else { Scope::Device };
                     sim.user_set_passcode(scope, &read_stdin_secret()?)?;
                     println!("passcode set");
                     0
                 }
                 UserAction::CheckPasscode { work_profile } => {
-                    let scope = if work_profile {
-                        Scope::WorkProfile
-                    } else {
-                        Scope::Device
-                    };
+                    let scope = if work_profile { Scope::WorkProfile } else { Scope::Device };
                     let ok = sim.passcode_is(scope, &read_stdin_secret()?);
-                    println!(
-                        "{}",
-                        if ok {
-                            "passcode matches"
-                        } else {
-                            "passcode does not match"
-                        }
-                    );
+                    println!("{}", if ok { "passcode matches" } else { "passcode does not match" });
                     return Ok(if ok { 0 } else { 1 });
                 }
             };
@@ -188,24 +180,26 @@ pub fn run(command: SimCommand) -> Result<i32> {
                     "platform:       {:?} {} (API {}) {:?}",
                     sim.facts.platform, sim.facts.os_version, sim.facts.api_level, sim.facts.mode
                 );
-                println!(
-                    "passcode:       {}",
-                    if sim.device_passcode.is_some() {
-                        "set"
-                    } else {
-                        "none"
-                    }
-                );
+                println!("passcode:       {}", if sim.device_passcode.is_some() { "set" } else { "none" });
                 println!("reset token:    {}", sim.reset_token_state().as_str());
                 println!("locked:         {}", sim.locked);
                 println!("notifications:  {}", sim.notifications.len());
                 for e in &sim.effects {
-                    println!(
-                        "effect:         {} {} at {}",
-                        e.command_id, e.kind, e.at_unix_ms
-                    );
+                    println!("effect:         {} {} at {}", e.command_id, e.kind, e.at_unix_ms);
                 }
             }
+            Ok(0)
+        }
+        SimCommand::SetPolicy { state, passcode_policy, none: _, work_profile } => {
+            let mut sim = load(&state)?;
+            let policy = passcode_policy.as_deref().map(read_policy).transpose()?;
+            if work_profile {
+                sim.work_profile_policy = policy;
+            } else {
+                sim.device_policy = policy;
+            }
+            sim.save(&state).map_err(anyhow::Error::msg)?;
+            println!("policy updated");
             Ok(0)
         }
         SimCommand::Bridge { state, socket } => {

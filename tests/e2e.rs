@@ -18,16 +18,9 @@ fn started(root: &std::path::Path, server: &Server, name: &str, spec: DeviceSpec
 
 fn assert_no_secret_in_logs(secret: &str, server: &Server, devices: &[&Device]) {
     assert!(!secret.is_empty());
-    assert!(
-        !server.log_text().contains(secret),
-        "secret found in the server log"
-    );
+    assert!(!server.log_text().contains(secret), "secret found in the server log");
     for d in devices {
-        assert!(
-            !d.log_text().contains(secret),
-            "secret found in the agent log of {}",
-            d.id
-        );
+        assert!(!d.log_text().contains(secret), "secret found in the agent log of {}", d.id);
     }
 }
 
@@ -40,17 +33,10 @@ fn device_owner_reset_over_the_push_stream() {
     let passcode = passcode.expect("a temporary passcode for an Android reset");
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "succeeded", "{row}");
-    assert_eq!(
-        device.user(&["check-passcode"], &passcode),
-        0,
-        "the device does not hold the temporary passcode"
-    );
+    assert_eq!(device.user(&["check-passcode"], &passcode), 0, "the device does not hold the temporary passcode");
     assert_eq!(device.effects_for(&id), 1);
     let listed = server.admin_ok(&["passcodes", "--device", &device.id]);
-    assert!(
-        listed.contains(&passcode),
-        "temporary passcode not listed for the admin"
-    );
+    assert!(listed.contains(&passcode), "temporary passcode not listed for the admin");
     assert_no_secret_in_logs(&passcode, &server, &[&device]);
 }
 
@@ -62,39 +48,21 @@ fn device_owner_reset_by_polling_only() {
         root.path(),
         &server,
         "poller",
-        DeviceSpec {
-            connect: "mode = \"poll\"",
-            ..DeviceSpec::new("android-do")
-        },
+        DeviceSpec { connect: "mode = \"poll\"", ..DeviceSpec::new("android-do") },
     );
     let status = Command::new(agent_bin())
-        .args([
-            "status",
-            "--json",
-            "--config",
-            device.config.to_str().expect("utf8"),
-        ])
+        .args(["status", "--json", "--config", device.config.to_str().expect("utf8")])
         .output()
         .expect("status");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     assert_eq!(status["link"]["link"], "poll");
     assert_eq!(status["device_id"], device.id.as_str());
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "succeeded", "{row}");
-    assert_eq!(
-        device.user(&["check-passcode"], &passcode.expect("passcode")),
-        0
-    );
-    assert!(
-        !server.log_text().contains("push stream opened"),
-        "a poll-only agent opened a push stream"
-    );
+    assert_eq!(device.user(&["check-passcode"], &passcode.expect("passcode")), 0);
+    assert!(!server.log_text().contains("push stream opened"), "a poll-only agent opened a push stream");
 }
 
 #[test]
@@ -103,15 +71,9 @@ fn ios_removal_with_the_right_token_and_with_a_wrong_one() {
     let server = Server::start(root.path());
     let good = started(root.path(), &server, "ios-good", DeviceSpec::new("ios"));
     let bad = started(root.path(), &server, "ios-bad", DeviceSpec::new("ios"));
-    let escrowed = |id: &str| {
-        server
-            .devices()
-            .iter()
-            .any(|d| d["device_id"] == id && d["unlock_token_escrowed"] == true)
-    };
-    wait_until("unlock tokens escrowed", T, || {
-        escrowed(&good.id) && escrowed(&bad.id)
-    });
+    let escrowed =
+        |id: &str| server.devices().iter().any(|d| d["device_id"] == id && d["unlock_token_escrowed"] == true);
+    wait_until("unlock tokens escrowed", T, || escrowed(&good.id) && escrowed(&bad.id));
 
     let (id, _) = server.action("remove-passcode", &good.id, &[]);
     let row = server.wait_result(&id, T);
@@ -123,17 +85,14 @@ fn ios_removal_with_the_right_token_and_with_a_wrong_one() {
 
     let wrong = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     let out = common::run_with_stdin(
-        Command::new(common::server_bin())
-            .arg("--data")
-            .arg(&server.dir)
-            .args([
-                "escrow",
-                "import-unlock-token",
-                "--device",
-                &bad.id,
-                "--token-file",
-                "-",
-            ]),
+        Command::new(common::server_bin()).arg("--data").arg(&server.dir).args([
+            "escrow",
+            "import-unlock-token",
+            "--device",
+            &bad.id,
+            "--token-file",
+            "-",
+        ]),
         wrong,
     );
     assert!(out.status.success());
@@ -141,26 +100,13 @@ fn ios_removal_with_the_right_token_and_with_a_wrong_one() {
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "failed");
     assert_eq!(row["error_code"], "UNLOCK_TOKEN_MISMATCH");
-    assert!(
-        row["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("wiped"),
-        "{row}"
-    );
-    assert_eq!(
-        bad.sim_show()["passcode_present"],
-        true,
-        "passcode removed despite the mismatch"
-    );
+    assert!(row["message"].as_str().unwrap_or_default().contains("wiped"), "{row}");
+    assert_eq!(bad.sim_show()["passcode_present"], true, "passcode removed despite the mismatch");
     assert_eq!(bad.effects_for(&id), 0);
 
     let device_token: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&good.sim).expect("sim")).expect("json");
-    let token_hex = device_token["unlock_token"]
-        .as_str()
-        .expect("device token")
-        .to_owned();
+    let token_hex = device_token["unlock_token"].as_str().expect("device token").to_owned();
     assert_no_secret_in_logs(&token_hex, &server, &[&good, &bad]);
 }
 
@@ -168,28 +114,14 @@ fn ios_removal_with_the_right_token_and_with_a_wrong_one() {
 fn aosp_lock_without_a_passcode_policy_is_an_honest_failure() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
-    let device = started(
-        root.path(),
-        &server,
-        "aosp",
-        DeviceSpec::new("aosp-userless"),
-    );
+    let device = started(root.path(), &server, "aosp", DeviceSpec::new("aosp-userless"));
     let (id, _) = server.action("lock", &device.id, &["--message", "call IT"]);
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "failed");
     assert_eq!(row["error_code"], "NO_PASSCODE_POLICY");
-    assert!(
-        row["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("assign"),
-        "{row}"
-    );
+    assert!(row["message"].as_str().unwrap_or_default().contains("assign"), "{row}");
     let sim = device.sim_show();
-    assert_eq!(
-        sim["locked"], false,
-        "the device was locked although the lock was reported failed"
-    );
+    assert_eq!(sim["locked"], false, "the device was locked although the lock was reported failed");
     assert_eq!(device.effects_for(&id), 0);
 }
 
@@ -203,10 +135,7 @@ fn clients_without_or_with_a_foreign_certificate_are_refused() {
     let no_cert = runtime.block_on(async {
         let tls = latchkey::transport::tls::client_config(&ca, None)?;
         let mut client = latchkey::transport::connect(&server.url(), tls).await?;
-        client
-            .poll(latchkey_proto::v1::PollRequest {})
-            .await
-            .map_err(anyhow::Error::from)
+        client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(anyhow::Error::from)
     });
     let err = no_cert.expect_err("poll without a certificate must fail");
     let status = err.downcast_ref::<tonic::Status>().expect("a gRPC status");
@@ -219,30 +148,16 @@ fn clients_without_or_with_a_foreign_certificate_are_refused() {
     let issuer = rcgen::Issuer::new(other_ca, &other_ca_key);
     let client_key = rcgen::KeyPair::generate().expect("key");
     let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    client_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "forged-device");
+    client_params.distinguished_name.push(rcgen::DnType::CommonName, "forged-device");
     let client_cert = client_params.signed_by(&client_key, &issuer).expect("cert");
     let chain = format!("{}{}", client_cert.pem(), other_ca_cert.pem());
     let foreign = runtime.block_on(async {
-        let tls = latchkey::transport::tls::client_config(
-            &ca,
-            Some((&chain, &client_key.serialize_pem())),
-        )?;
+        let tls = latchkey::transport::tls::client_config(&ca, Some((&chain, &client_key.serialize_pem())))?;
         let mut client = latchkey::transport::connect(&server.url(), tls).await?;
-        client
-            .poll(latchkey_proto::v1::PollRequest {})
-            .await
-            .map_err(anyhow::Error::from)
+        client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(anyhow::Error::from)
     });
-    assert!(
-        foreign.is_err(),
-        "a certificate from another CA was accepted"
-    );
-    assert!(
-        server.log_text().contains("TLS handshake refused"),
-        "server did not log the refused handshake"
-    );
+    assert!(foreign.is_err(), "a certificate from another CA was accepted");
+    assert!(server.log_text().contains("TLS handshake refused"), "server did not log the refused handshake");
 }
 
 #[test]
@@ -252,32 +167,16 @@ fn enrollment_tokens_are_single_use_and_expire() {
     let token = server.token();
     let first = Device::prepare(root.path(), "first", &server, DeviceSpec::new("android-do"));
     assert!(first.enroll_with(&token).status.success());
-    let second = Device::prepare(
-        root.path(),
-        "second",
-        &server,
-        DeviceSpec::new("android-do"),
-    );
+    let second = Device::prepare(root.path(), "second", &server, DeviceSpec::new("android-do"));
     let out = second.enroll_with(&token);
     assert!(!out.status.success(), "a token was used twice");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already used"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let expired = server
-        .admin_ok(&["token", "create", "--ttl", "1ms"])
-        .trim()
-        .to_owned();
+    let expired = server.admin_ok(&["token", "create", "--ttl", "1ms"]).trim().to_owned();
     let third = Device::prepare(root.path(), "third", &server, DeviceSpec::new("android-do"));
     let out = third.enroll_with(&expired);
     assert!(!out.status.success(), "an expired token was accepted");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("expired"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = third.enroll_with("lk1-not-a-real-token");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
     assert_no_secret_in_logs(&token, &server, &[]);
@@ -287,37 +186,21 @@ fn enrollment_tokens_are_single_use_and_expire() {
 fn a_crash_after_applying_is_neither_lost_nor_applied_twice() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
-    let mut device = Device::enroll(
-        root.path(),
-        "crashy",
-        &server,
-        DeviceSpec::new("android-do"),
-    );
+    let mut device = Device::enroll(root.path(), "crashy", &server, DeviceSpec::new("android-do"));
     device.start_with_env(&[("LATCHKEY_FAULT", "crash-after-apply")]);
     wait_until("the first check-in", T, || server.checked_in(&device.id));
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let status = device.wait_exit(T);
     assert!(!status.success(), "the fault did not fire");
-    assert_eq!(
-        server.action_row(&id).expect("row")["state"],
-        "sent",
-        "a result was reported before the crash"
-    );
-    assert_eq!(
-        device.effects_for(&id),
-        1,
-        "the effect should have happened before the crash"
-    );
+    assert_eq!(server.action_row(&id).expect("row")["state"], "sent", "a result was reported before the crash");
+    assert_eq!(device.effects_for(&id), 1, "the effect should have happened before the crash");
 
     device.start();
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "succeeded", "{row}");
     assert_eq!(row["outputs"]["recovered_after_restart"], "true");
     assert_eq!(device.effects_for(&id), 1, "the command was applied twice");
-    assert_eq!(
-        device.user(&["check-passcode"], &passcode.clone().expect("passcode")),
-        0
-    );
+    assert_eq!(device.user(&["check-passcode"], &passcode.clone().expect("passcode")), 0);
     assert_no_secret_in_logs(&passcode.expect("passcode"), &server, &[&device]);
 }
 
@@ -325,12 +208,7 @@ fn a_crash_after_applying_is_neither_lost_nor_applied_twice() {
 fn a_crash_before_reporting_reports_the_journaled_result_once() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
-    let mut device = Device::enroll(
-        root.path(),
-        "crashy2",
-        &server,
-        DeviceSpec::new("aosp-user"),
-    );
+    let mut device = Device::enroll(root.path(), "crashy2", &server, DeviceSpec::new("aosp-user"));
     device.start_with_env(&[("LATCHKEY_FAULT", "crash-before-report")]);
     wait_until("the first check-in", T, || server.checked_in(&device.id));
     let (id, _) = server.action("lock", &device.id, &[]);
@@ -339,10 +217,7 @@ fn a_crash_before_reporting_reports_the_journaled_result_once() {
     device.start();
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "succeeded", "{row}");
-    assert!(
-        row["outputs"].get("recovered_after_restart").is_none(),
-        "a journaled result should be reported as it was"
-    );
+    assert!(row["outputs"].get("recovered_after_restart").is_none(), "a journaled result should be reported as it was");
     assert_eq!(device.effects_for(&id), 1);
 }
 
@@ -365,19 +240,13 @@ fn a_command_queued_while_the_link_is_cut_arrives_after_it_heals() {
         root.path(),
         &server,
         "flaky",
-        DeviceSpec {
-            url: Some(format!("https://{}", proxy.addr)),
-            ..DeviceSpec::new("aosp-user")
-        },
+        DeviceSpec { url: Some(format!("https://{}", proxy.addr)), ..DeviceSpec::new("aosp-user") },
     );
-    wait_until("the push stream", T, || {
-        device.log_text().contains("push stream open")
-    });
+    wait_until("the push stream", T, || device.log_text().contains("push stream open"));
     proxy.cut();
     let (id, _) = server.action("lock", &device.id, &[]);
     wait_until("the agent to notice the cut", T, || {
-        device.log_text().contains("server link failed")
-            || device.log_text().contains("push stream lost")
+        device.log_text().contains("server link failed") || device.log_text().contains("push stream lost")
     });
     proxy.restore();
     let row = server.wait_result(&id, T);
@@ -403,14 +272,7 @@ fn a_second_agent_on_the_same_state_is_refused_and_bad_config_is_named() {
 
     let bad = root.path().join("bad.toml");
     std::fs::write(&bad, "[connect]\nheartbeat = \"soon\"\n").expect("write");
-    let out = Command::new(agent_bin())
-        .args(["run", "--config", bad.to_str().expect("utf8")])
-        .output()
-        .expect("run");
+    let out = Command::new(agent_bin()).args(["run", "--config", bad.to_str().expect("utf8")]).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("heartbeat"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -48,14 +48,8 @@ impl Action {
     /// Stable name for logs, journal and the effects list.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::ResetPasscode {
-                scope: Scope::Device,
-                ..
-            } => "reset_passcode",
-            Self::ResetPasscode {
-                scope: Scope::WorkProfile,
-                ..
-            } => "reset_work_profile_passcode",
+            Self::ResetPasscode { scope: Scope::Device, .. } => "reset_passcode",
+            Self::ResetPasscode { scope: Scope::WorkProfile, .. } => "reset_work_profile_passcode",
             Self::RemovePasscode { .. } => "remove_passcode",
             Self::RemoteLock(_) => "remote_lock",
             Self::ResetPin => "reset_pin",

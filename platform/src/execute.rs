@@ -34,9 +34,7 @@ pub fn execute(
         return Outcome::refused(
             crate::outcome::Status::NotNow,
             ErrorCode::PlatformError,
-            format!(
-                "the agent could not record the command before acting ({e}); it will be retried"
-            ),
+            format!("the agent could not record the command before acting ({e}); it will be retried"),
         );
     }
     let effect = EffectId(request.command_id);

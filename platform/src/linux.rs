@@ -55,12 +55,7 @@ impl LinuxPort {
         text.lines()
             .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
             .find(|fields| fields.first().map(String::as_str) == Some(self.config.user.as_str()))
-            .ok_or_else(|| {
-                PortError::Refused(format!(
-                    "no account {:?} in the shadow file",
-                    self.config.user
-                ))
-            })
+            .ok_or_else(|| PortError::Refused(format!("no account {:?} in the shadow file", self.config.user)))
     }
 
     fn write_password_hash(&self, hashed: &str) -> Result<(), PortError> {
@@ -68,17 +63,12 @@ impl LinuxPort {
         let io = |e: std::io::Error| PortError::Io(format!("{}: {e}", path.display()));
         let meta = fs::metadata(&path).map_err(io)?;
         let text = fs::read_to_string(&path).map_err(io)?;
-        let days = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 86_400)
-            .unwrap_or(0);
+        let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0);
         let mut found = false;
         let mut out = String::with_capacity(text.len() + 128);
         for line in text.lines() {
             let mut fields: Vec<String> = line.split(':').map(str::to_owned).collect();
-            if fields.first().map(String::as_str) == Some(self.config.user.as_str())
-                && fields.len() >= 3
-            {
+            if fields.first().map(String::as_str) == Some(self.config.user.as_str()) && fields.len() >= 3 {
                 fields[1] = hashed.to_owned();
                 fields[2] = days.to_string();
                 found = true;
@@ -87,13 +77,9 @@ impl LinuxPort {
             out.push('\n');
         }
         if !found {
-            return Err(PortError::Refused(format!(
-                "no account {:?} in the shadow file",
-                self.config.user
-            )));
+            return Err(PortError::Refused(format!("no account {:?} in the shadow file", self.config.user)));
         }
-        crate::atomic::write(&path, out.as_bytes(), meta.permissions().mode() & 0o7777)
-            .map_err(io)?;
+        crate::atomic::write(&path, out.as_bytes(), meta.permissions().mode() & 0o7777).map_err(io)?;
         // Keep the original owner and group (root:shadow on Debian); needs privilege to change.
         if fs::metadata(&path).map(|m| (m.uid(), m.gid())).ok() != Some((meta.uid(), meta.gid())) {
             std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
@@ -102,23 +88,12 @@ impl LinuxPort {
     }
 
     fn record(&self, effect: EffectId<'_>, kind: &str) -> Result<(), PortError> {
-        let mut effects: Vec<crate::sim::Effect> = fs::read(&self.config.effects_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let at_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        effects.push(crate::sim::Effect {
-            command_id: effect.0.to_owned(),
-            kind: kind.to_owned(),
-            at_unix_ms,
-        });
-        let bytes =
-            serde_json::to_vec_pretty(&effects).map_err(|e| PortError::Io(e.to_string()))?;
-        crate::atomic::write(&self.config.effects_file, &bytes, 0o600)
-            .map_err(|e| PortError::Io(e.to_string()))
+        let mut effects: Vec<crate::sim::Effect> =
+            fs::read(&self.config.effects_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        effects.push(crate::sim::Effect { command_id: effect.0.to_owned(), kind: kind.to_owned(), at_unix_ms });
+        let bytes = serde_json::to_vec_pretty(&effects).map_err(|e| PortError::Io(e.to_string()))?;
+        crate::atomic::write(&self.config.effects_file, &bytes, 0o600).map_err(|e| PortError::Io(e.to_string()))
     }
 
     fn os_version(&self) -> String {
@@ -139,8 +114,7 @@ pub fn has_password(field: &str) -> bool {
 pub fn crypt_sha512(password: &Secret) -> Result<String, PortError> {
     let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
         .map_err(|_| PortError::Io("crypt parameters".into()))?;
-    sha_crypt::sha512_simple(password.expose(), &params)
-        .map_err(|_| PortError::Io("crypt failed".into()))
+    sha_crypt::sha512_simple(password.expose(), &params).map_err(|_| PortError::Io("crypt failed".into()))
 }
 
 /// Whether `password` matches a `$6$` shadow hash.
@@ -151,8 +125,7 @@ pub fn crypt_matches(password: &Secret, hashed: &str) -> bool {
 impl DevicePort for LinuxPort {
     fn snapshot(&mut self) -> Result<PortSnapshot, PortError> {
         let entry = self.read_entry()?;
-        let hostname =
-            fs::read_to_string(self.config.root.join("etc/hostname")).unwrap_or_default();
+        let hostname = fs::read_to_string(self.config.root.join("etc/hostname")).unwrap_or_default();
         Ok(PortSnapshot {
             facts: DeviceFacts {
                 platform: Platform::Linux,
@@ -174,12 +147,7 @@ impl DevicePort for LinuxPort {
         })
     }
 
-    fn set_credential(
-        &mut self,
-        scope: Scope,
-        passcode: &Secret,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError> {
+    fn set_credential(&mut self, scope: Scope, passcode: &Secret, effect: EffectId<'_>) -> Result<(), PortError> {
         if scope != Scope::Device {
             return Err(PortError::Unsupported("set a work-profile credential"));
         }
@@ -188,13 +156,7 @@ impl DevicePort for LinuxPort {
         self.record(effect, "reset_passcode")
     }
 
-    fn reset_with_token(
-        &mut self,
-        _: Scope,
-        _: &Secret,
-        _: &SecretBytes,
-        _: EffectId<'_>,
-    ) -> Result<(), PortError> {
+    fn reset_with_token(&mut self, _: Scope, _: &Secret, _: &SecretBytes, _: EffectId<'_>) -> Result<(), PortError> {
         Err(PortError::Unsupported("reset with a token"))
     }
 
@@ -208,14 +170,9 @@ impl DevicePort for LinuxPort {
             .lock_command
             .split_first()
             .ok_or_else(|| PortError::Refused("no lock command configured".into()))?;
-        let status = Command::new(program)
-            .args(args)
-            .status()
-            .map_err(|e| PortError::Io(format!("{program}: {e}")))?;
+        let status = Command::new(program).args(args).status().map_err(|e| PortError::Io(format!("{program}: {e}")))?;
         if !status.success() {
-            return Err(PortError::Refused(format!(
-                "{program} exited with {status}"
-            )));
+            return Err(PortError::Refused(format!("{program} exited with {status}")));
         }
         self.record(effect, "remote_lock")
     }
@@ -239,9 +196,7 @@ impl DevicePort for LinuxPort {
 
     fn effect_applied(&mut self, command_id: &str) -> Result<Option<bool>, PortError> {
         let effects: Vec<crate::sim::Effect> = match fs::read(&self.config.effects_file) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| PortError::Io(e.to_string()))?
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PortError::Io(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(PortError::Io(e.to_string())),
         };
@@ -267,17 +222,9 @@ mod tests {
         )
         .expect("passwd");
         let shadow = dir.path().join("etc/shadow");
-        fs::write(
-            &shadow,
-            "root:*:19000:0:99999:7:::\nkiosk:!:19000:0:99999:7:::\n",
-        )
-        .expect("shadow");
+        fs::write(&shadow, "root:*:19000:0:99999:7:::\nkiosk:!:19000:0:99999:7:::\n").expect("shadow");
         fs::set_permissions(&shadow, fs::Permissions::from_mode(0o640)).expect("chmod");
-        fs::write(
-            dir.path().join("etc/os-release"),
-            "ID=debian\nVERSION_ID=\"12\"\n",
-        )
-        .expect("os-release");
+        fs::write(dir.path().join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").expect("os-release");
         dir
     }
 
@@ -298,27 +245,14 @@ mod tests {
         let mut p = port(root.path(), vec!["true".into()]);
         assert!(!p.snapshot().expect("snap").state.passcode_present);
         let secret = Secret::from("Tmp-4821-pass");
-        p.set_credential(Scope::Device, &secret, EffectId("cmd-1"))
-            .expect("set");
+        p.set_credential(Scope::Device, &secret, EffectId("cmd-1")).expect("set");
         let text = fs::read_to_string(shadow_file(root.path())).expect("read");
-        let kiosk: Vec<&str> = text
-            .lines()
-            .find(|l| l.starts_with("kiosk:"))
-            .expect("kiosk")
-            .split(':')
-            .collect();
+        let kiosk: Vec<&str> = text.lines().find(|l| l.starts_with("kiosk:")).expect("kiosk").split(':').collect();
         assert!(kiosk[1].starts_with("$6$"), "not a SHA-512 crypt hash");
         assert!(crypt_matches(&secret, kiosk[1]));
         assert!(!text.contains("Tmp-4821-pass"));
-        assert!(
-            text.starts_with("root:*:19000:0:99999:7:::\n"),
-            "other accounts changed"
-        );
-        let mode = fs::metadata(shadow_file(root.path()))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
+        assert!(text.starts_with("root:*:19000:0:99999:7:::\n"), "other accounts changed");
+        let mode = fs::metadata(shadow_file(root.path())).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         assert!(p.snapshot().expect("snap").state.passcode_present);
         assert_eq!(p.effect_applied("cmd-1").expect("effects"), Some(true));
@@ -329,18 +263,11 @@ mod tests {
     fn lock_runs_the_lock_command_and_reports_its_failure() {
         let root = throwaway_root();
         let marker = root.path().join("locked");
-        let mut ok = port(
-            root.path(),
-            vec!["touch".into(), marker.display().to_string()],
-        );
-        ok.lock_now(&LockRequest::default(), EffectId("lock-1"))
-            .expect("lock");
+        let mut ok = port(root.path(), vec!["touch".into(), marker.display().to_string()]);
+        ok.lock_now(&LockRequest::default(), EffectId("lock-1")).expect("lock");
         assert!(marker.exists());
         let mut failing = port(root.path(), vec!["false".into()]);
-        assert!(matches!(
-            failing.lock_now(&LockRequest::default(), EffectId("lock-2")),
-            Err(PortError::Refused(_))
-        ));
+        assert!(matches!(failing.lock_now(&LockRequest::default(), EffectId("lock-2")), Err(PortError::Refused(_))));
     }
 
     #[test]

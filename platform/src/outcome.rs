@@ -126,13 +126,7 @@ impl Outcome {
 
     /// A refusal or failure with its reason.
     pub fn refused(status: Status, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: Some(code),
-            message: message.into(),
-            outputs: BTreeMap::new(),
-            generated_pin: None,
-        }
+        Self { status, code: Some(code), message: message.into(), outputs: BTreeMap::new(), generated_pin: None }
     }
 
     /// `NOT_SUPPORTED` with a reason.

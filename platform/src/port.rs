@@ -47,12 +47,7 @@ pub trait DevicePort: Send {
     /// Facts and credential state.
     fn snapshot(&mut self) -> Result<PortSnapshot, PortError>;
     /// Sets a credential directly (device admin ≤ 6, AOSP, Linux).
-    fn set_credential(
-        &mut self,
-        scope: Scope,
-        passcode: &Secret,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError>;
+    fn set_credential(&mut self, scope: Scope, passcode: &Secret, effect: EffectId<'_>) -> Result<(), PortError>;
     /// Sets a credential with the registered reset-password token (`resetPasswordWithToken`).
     fn reset_with_token(
         &mut self,
@@ -62,11 +57,7 @@ pub trait DevicePort: Send {
         effect: EffectId<'_>,
     ) -> Result<(), PortError>;
     /// Clears the device passcode when `unlock_token` matches the device's (iOS `ClearPasscode`).
-    fn clear_passcode(
-        &mut self,
-        unlock_token: &SecretBytes,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError>;
+    fn clear_passcode(&mut self, unlock_token: &SecretBytes, effect: EffectId<'_>) -> Result<(), PortError>;
     /// Locks the device now.
     fn lock_now(&mut self, request: &LockRequest, effect: EffectId<'_>) -> Result<(), PortError>;
     /// Generates and sets a new PIN, returning it (Windows PIN recovery).

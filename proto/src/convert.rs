@@ -27,18 +27,16 @@ pub fn platform_to_wire(p: Platform) -> v1::Platform {
 
 /// Wire to platform.
 pub fn platform_from_wire(value: i32) -> Result<Platform, Unknown> {
-    Ok(
-        match v1::Platform::try_from(value).map_err(|_| Unknown("platform"))? {
-            v1::Platform::Android => Platform::Android,
-            v1::Platform::Aosp => Platform::Aosp,
-            v1::Platform::Ios => Platform::Ios,
-            v1::Platform::Macos => Platform::Macos,
-            v1::Platform::Windows => Platform::Windows,
-            v1::Platform::WindowsMobile => Platform::WindowsMobile,
-            v1::Platform::Linux => Platform::Linux,
-            v1::Platform::Unspecified => return Err(Unknown("platform")),
-        },
-    )
+    Ok(match v1::Platform::try_from(value).map_err(|_| Unknown("platform"))? {
+        v1::Platform::Android => Platform::Android,
+        v1::Platform::Aosp => Platform::Aosp,
+        v1::Platform::Ios => Platform::Ios,
+        v1::Platform::Macos => Platform::Macos,
+        v1::Platform::Windows => Platform::Windows,
+        v1::Platform::WindowsMobile => Platform::WindowsMobile,
+        v1::Platform::Linux => Platform::Linux,
+        v1::Platform::Unspecified => return Err(Unknown("platform")),
+    })
 }
 
 fn mode_to_wire(m: ManagementMode) -> v1::ManagementMode {
@@ -59,21 +57,19 @@ fn mode_to_wire(m: ManagementMode) -> v1::ManagementMode {
 
 fn mode_from_wire(value: i32) -> Result<ManagementMode, Unknown> {
     use v1::ManagementMode as W;
-    Ok(
-        match W::try_from(value).map_err(|_| Unknown("management mode"))? {
-            W::DeviceAdmin => ManagementMode::DeviceAdmin,
-            W::DeviceOwner => ManagementMode::DeviceOwner,
-            W::WorkProfilePersonal => ManagementMode::WorkProfilePersonal,
-            W::WorkProfileCorporate => ManagementMode::WorkProfileCorporate,
-            W::AospUserAssociated => ManagementMode::AospUserAssociated,
-            W::AospUserless => ManagementMode::AospUserless,
-            W::AppleDevice => ManagementMode::AppleDevice,
-            W::AppleUserEnrollment => ManagementMode::AppleUserEnrollment,
-            W::WindowsMdm => ManagementMode::WindowsMdm,
-            W::LinuxSystem => ManagementMode::LinuxSystem,
-            W::Unspecified => return Err(Unknown("management mode")),
-        },
-    )
+    Ok(match W::try_from(value).map_err(|_| Unknown("management mode"))? {
+        W::DeviceAdmin => ManagementMode::DeviceAdmin,
+        W::DeviceOwner => ManagementMode::DeviceOwner,
+        W::WorkProfilePersonal => ManagementMode::WorkProfilePersonal,
+        W::WorkProfileCorporate => ManagementMode::WorkProfileCorporate,
+        W::AospUserAssociated => ManagementMode::AospUserAssociated,
+        W::AospUserless => ManagementMode::AospUserless,
+        W::AppleDevice => ManagementMode::AppleDevice,
+        W::AppleUserEnrollment => ManagementMode::AppleUserEnrollment,
+        W::WindowsMdm => ManagementMode::WindowsMdm,
+        W::LinuxSystem => ManagementMode::LinuxSystem,
+        W::Unspecified => return Err(Unknown("management mode")),
+    })
 }
 
 /// Facts to wire.
@@ -118,17 +114,15 @@ fn quality_to_wire(q: Quality) -> v1::PasswordQuality {
 
 fn quality_from_wire(value: i32) -> Result<Quality, Unknown> {
     use v1::PasswordQuality as W;
-    Ok(
-        match W::try_from(value).map_err(|_| Unknown("password quality"))? {
-            W::Unspecified => Quality::Unspecified,
-            W::Something => Quality::Something,
-            W::Numeric => Quality::Numeric,
-            W::NumericComplex => Quality::NumericComplex,
-            W::Alphabetic => Quality::Alphabetic,
-            W::Alphanumeric => Quality::Alphanumeric,
-            W::Complex => Quality::Complex,
-        },
-    )
+    Ok(match W::try_from(value).map_err(|_| Unknown("password quality"))? {
+        W::Unspecified => Quality::Unspecified,
+        W::Something => Quality::Something,
+        W::Numeric => Quality::Numeric,
+        W::NumericComplex => Quality::NumericComplex,
+        W::Alphabetic => Quality::Alphabetic,
+        W::Alphanumeric => Quality::Alphanumeric,
+        W::Complex => Quality::Complex,
+    })
 }
 
 fn complexity_to_wire(c: Complexity) -> v1::PasswordComplexity {
@@ -141,14 +135,12 @@ fn complexity_to_wire(c: Complexity) -> v1::PasswordComplexity {
 }
 
 fn complexity_from_wire(value: i32) -> Result<Complexity, Unknown> {
-    Ok(
-        match v1::PasswordComplexity::try_from(value).map_err(|_| Unknown("password complexity"))? {
-            v1::PasswordComplexity::Unspecified => Complexity::None,
-            v1::PasswordComplexity::Low => Complexity::Low,
-            v1::PasswordComplexity::Medium => Complexity::Medium,
-            v1::PasswordComplexity::High => Complexity::High,
-        },
-    )
+    Ok(match v1::PasswordComplexity::try_from(value).map_err(|_| Unknown("password complexity"))? {
+        v1::PasswordComplexity::Unspecified => Complexity::None,
+        v1::PasswordComplexity::Low => Complexity::Low,
+        v1::PasswordComplexity::Medium => Complexity::Medium,
+        v1::PasswordComplexity::High => Complexity::High,
+    })
 }
 
 fn rule_to_wire(r: CharRule) -> v1::CharacterRule {
@@ -160,14 +152,12 @@ fn rule_to_wire(r: CharRule) -> v1::CharacterRule {
 }
 
 fn rule_from_wire(value: i32, default: CharRule) -> Result<CharRule, Unknown> {
-    Ok(
-        match v1::CharacterRule::try_from(value).map_err(|_| Unknown("character rule"))? {
-            v1::CharacterRule::Unspecified => default,
-            v1::CharacterRule::Allowed => CharRule::Allowed,
-            v1::CharacterRule::Required => CharRule::Required,
-            v1::CharacterRule::Disallowed => CharRule::Disallowed,
-        },
-    )
+    Ok(match v1::CharacterRule::try_from(value).map_err(|_| Unknown("character rule"))? {
+        v1::CharacterRule::Unspecified => default,
+        v1::CharacterRule::Allowed => CharRule::Allowed,
+        v1::CharacterRule::Required => CharRule::Required,
+        v1::CharacterRule::Disallowed => CharRule::Disallowed,
+    })
 }
 
 /// Policy to wire.
@@ -203,9 +193,7 @@ pub fn policy_to_wire(p: &PasscodePolicy) -> v1::PasscodePolicy {
             special: rule_to_wire(w.special) as i32,
         }),
     };
-    v1::PasscodePolicy {
-        dialect: Some(dialect),
-    }
+    v1::PasscodePolicy { dialect: Some(dialect) }
 }
 
 /// Wire to policy; an empty message means no policy.
@@ -236,16 +224,8 @@ pub fn policy_from_wire(p: &v1::PasscodePolicy) -> Result<Option<PasscodePolicy>
         Some(Dialect::Windows(w)) => {
             let d = WindowsPolicy::default();
             Some(PasscodePolicy::Windows(WindowsPolicy {
-                min_length: if w.min_length == 0 {
-                    d.min_length
-                } else {
-                    w.min_length
-                },
-                max_length: if w.max_length == 0 {
-                    d.max_length
-                } else {
-                    w.max_length
-                },
+                min_length: if w.min_length == 0 { d.min_length } else { w.min_length },
+                max_length: if w.max_length == 0 { d.max_length } else { w.max_length },
                 uppercase: rule_from_wire(w.uppercase, d.uppercase)?,
                 lowercase: rule_from_wire(w.lowercase, d.lowercase)?,
                 digits: rule_from_wire(w.digits, d.digits)?,
@@ -309,11 +289,7 @@ mod tests {
                 min_symbols: Some(2),
                 ..Default::default()
             }),
-            PasscodePolicy::Apple(ApplePolicy {
-                allow_simple: false,
-                min_length: 6,
-                ..Default::default()
-            }),
+            PasscodePolicy::Apple(ApplePolicy { allow_simple: false, min_length: 6, ..Default::default() }),
             PasscodePolicy::Windows(WindowsPolicy {
                 min_length: 6,
                 lowercase: CharRule::Allowed,

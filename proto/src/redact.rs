@@ -28,17 +28,13 @@ impl fmt::Debug for v1::EnrollRequest {
 
 impl fmt::Debug for v1::UnlockToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnlockToken")
-            .field("token", &secret(&self.token))
-            .finish()
+        f.debug_struct("UnlockToken").field("token", &secret(&self.token)).finish()
     }
 }
 
 impl fmt::Debug for v1::ResetToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResetToken")
-            .field("token", &secret(&self.token))
-            .finish()
+        f.debug_struct("ResetToken").field("token", &secret(&self.token)).finish()
     }
 }
 
@@ -54,9 +50,7 @@ impl fmt::Debug for v1::ResetPasscode {
 
 impl fmt::Debug for v1::RemovePasscode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemovePasscode")
-            .field("unlock_token", &secret(&self.unlock_token))
-            .finish()
+        f.debug_struct("RemovePasscode").field("unlock_token", &secret(&self.unlock_token)).finish()
     }
 }
 
@@ -106,17 +100,13 @@ impl fmt::Debug for b::TokenRequest {
 
 impl fmt::Debug for b::TokenResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("token", &secret(&self.token))
-            .finish()
+        f.debug_struct("TokenResponse").field("token", &secret(&self.token)).finish()
     }
 }
 
 impl fmt::Debug for b::GeneratedPinResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeneratedPinResponse")
-            .field("pin", &secret(&self.pin))
-            .finish()
+        f.debug_struct("GeneratedPinResponse").field("pin", &secret(&self.pin)).finish()
     }
 }
 
@@ -128,72 +118,16 @@ mod tests {
     fn secret_fields_never_print() {
         let canary = "CANARY-7f3a";
         let rendered = [
-            format!(
-                "{:?}",
-                v1::ResetPasscode {
-                    new_passcode: canary.into(),
-                    ..Default::default()
-                }
-            ),
-            format!(
-                "{:?}",
-                v1::RemovePasscode {
-                    unlock_token: canary.into()
-                }
-            ),
-            format!(
-                "{:?}",
-                v1::RemoteLock {
-                    pin: canary.into(),
-                    ..Default::default()
-                }
-            ),
-            format!(
-                "{:?}",
-                v1::CommandResult {
-                    generated_pin: canary.into(),
-                    ..Default::default()
-                }
-            ),
-            format!(
-                "{:?}",
-                v1::EnrollRequest {
-                    enrollment_token: canary.into(),
-                    ..Default::default()
-                }
-            ),
-            format!(
-                "{:?}",
-                v1::UnlockToken {
-                    token: canary.into()
-                }
-            ),
-            format!(
-                "{:?}",
-                v1::ResetToken {
-                    token: canary.into()
-                }
-            ),
-            format!(
-                "{:?}",
-                b::SetCredentialRequest {
-                    passcode: canary.into(),
-                    ..Default::default()
-                }
-            ),
-            format!(
-                "{:?}",
-                b::TokenRequest {
-                    token: canary.into(),
-                    ..Default::default()
-                }
-            ),
-            format!(
-                "{:?}",
-                b::TokenResponse {
-                    token: canary.into()
-                }
-            ),
+            format!("{:?}", v1::ResetPasscode { new_passcode: canary.into(), ..Default::default() }),
+            format!("{:?}", v1::RemovePasscode { unlock_token: canary.into() }),
+            format!("{:?}", v1::RemoteLock { pin: canary.into(), ..Default::default() }),
+            format!("{:?}", v1::CommandResult { generated_pin: canary.into(), ..Default::default() }),
+            format!("{:?}", v1::EnrollRequest { enrollment_token: canary.into(), ..Default::default() }),
+            format!("{:?}", v1::UnlockToken { token: canary.into() }),
+            format!("{:?}", v1::ResetToken { token: canary.into() }),
+            format!("{:?}", b::SetCredentialRequest { passcode: canary.into(), ..Default::default() }),
+            format!("{:?}", b::TokenRequest { token: canary.into(), ..Default::default() }),
+            format!("{:?}", b::TokenResponse { token: canary.into() }),
             format!("{:?}", b::GeneratedPinResponse { pin: canary.into() }),
         ];
         for line in rendered {

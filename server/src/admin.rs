@@ -87,9 +87,7 @@ impl ActionSpec {
     /// The name shown in the device-actions view.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::ResetPasscode {
-                work_profile: false,
-            } => "reset_passcode",
+            Self::ResetPasscode { work_profile: false } => "reset_passcode",
             Self::ResetPasscode { work_profile: true } => "reset_work_profile_passcode",
             Self::RemovePasscode => "remove_passcode",
             Self::Lock { .. } => "remote_lock",
@@ -109,28 +107,13 @@ pub struct Queued {
 
 /// The policy a temporary passcode must satisfy: the one the device last reported for the scope,
 /// or the platform's floor when none is assigned.
-fn policy_for(
-    db: &Db,
-    device_id: &str,
-    work_profile: bool,
-) -> Result<(DeviceFacts, PasscodePolicy), AdminError> {
+fn policy_for(db: &Db, device_id: &str, work_profile: bool) -> Result<(DeviceFacts, PasscodePolicy), AdminError> {
     let (facts_json, state_json) = db.device_facts_state(device_id)?;
-    let facts: DeviceFacts =
-        serde_json::from_str(&facts_json).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    let state: serde_json::Value = state_json
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    let key = if work_profile {
-        "work_profile_policy"
-    } else {
-        "device_policy"
-    };
-    let reported: Option<PasscodePolicy> =
-        serde_json::from_value(state[key].clone()).ok().flatten();
-    Ok((
-        facts,
-        reported.unwrap_or(PasscodePolicy::Android(AndroidPolicy::default())),
-    ))
+    let facts: DeviceFacts = serde_json::from_str(&facts_json).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    let state: serde_json::Value = state_json.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    let key = if work_profile { "work_profile_policy" } else { "device_policy" };
+    let reported: Option<PasscodePolicy> = serde_json::from_value(state[key].clone()).ok().flatten();
+    Ok((facts, reported.unwrap_or(PasscodePolicy::Android(AndroidPolicy::default()))))
 }
 
 /// Queues an action for a device and wakes it.
@@ -154,10 +137,7 @@ pub fn queue_action(
             let (facts, policy) = policy_for(db, device_id, *work_profile)?;
             // Android, AOSP and Linux take an admin-side temporary passcode; other platforms
             // refuse a reset or generate their own PIN on the device.
-            let passcode = if matches!(
-                facts.platform,
-                Platform::Android | Platform::Aosp | Platform::Linux
-            ) {
+            let passcode = if matches!(facts.platform, Platform::Android | Platform::Aosp | Platform::Linux) {
                 let p = generate::temporary_passcode(&policy).map_err(AdminError::Invalid)?;
                 db.insert_passcode(&command_id, device_id, p.expose(), now)?;
                 let text = p.expose().to_owned();
@@ -166,11 +146,7 @@ pub fn queue_action(
             } else {
                 String::new()
             };
-            let scope = if *work_profile {
-                v1::ResetScope::WorkProfile
-            } else {
-                v1::ResetScope::Device
-            };
+            let scope = if *work_profile { v1::ResetScope::WorkProfile } else { v1::ResetScope::Device };
             v1::command::Action::ResetPasscode(v1::ResetPasscode {
                 scope: scope as i32,
                 new_passcode: passcode,
@@ -178,13 +154,8 @@ pub fn queue_action(
             })
         }
         ActionSpec::RemovePasscode => {
-            let token = db
-                .unlock_token(device_id)?
-                .and_then(|hex| SecretBytes::from_hex(&hex))
-                .unwrap_or_default();
-            v1::command::Action::RemovePasscode(v1::RemovePasscode {
-                unlock_token: token.expose().to_vec(),
-            })
+            let token = db.unlock_token(device_id)?.and_then(|hex| SecretBytes::from_hex(&hex)).unwrap_or_default();
+            v1::command::Action::RemovePasscode(v1::RemovePasscode { unlock_token: token.expose().to_vec() })
         }
         ActionSpec::Lock { message, phone } => v1::command::Action::RemoteLock(v1::RemoteLock {
             message: message.clone(),
@@ -203,22 +174,13 @@ pub fn queue_action(
     db.queue(&command, spec.name())?;
     tracing::info!(device_id = %device_id, command_id = %command_id, action = spec.name(), "action queued");
     waker.wake(device_id);
-    Ok(Queued {
-        command_id,
-        temporary_passcode,
-    })
+    Ok(Queued { command_id, temporary_passcode })
 }
 
 /// Replaces the escrowed unlock token (migration from another MDM, or recovery).
-pub fn import_unlock_token(
-    db: &Db,
-    device_id: &str,
-    token: &SecretBytes,
-) -> Result<(), AdminError> {
+pub fn import_unlock_token(db: &Db, device_id: &str, token: &SecretBytes) -> Result<(), AdminError> {
     if token.expose().len() < 16 {
-        return Err(AdminError::Invalid(
-            "unlock token must be at least 16 bytes".into(),
-        ));
+        return Err(AdminError::Invalid("unlock token must be at least 16 bytes".into()));
     }
     db.set_unlock_token(device_id, token.to_hex().expose())?;
     Ok(())

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -36,11 +36,7 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::OrganizationName, "Latchkey");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(3650);
@@ -57,11 +53,9 @@ impl Authority {
             write_private(&ca_key_path, &key.serialize_pem())?;
             latchkey_platform::atomic::write(&ca_cert, cert.pem().as_bytes(), 0o644)?;
         }
-        let ca_pem = std::fs::read_to_string(&ca_cert)
-            .with_context(|| format!("reading {}", ca_cert.display()))?;
+        let ca_pem = std::fs::read_to_string(&ca_cert).with_context(|| format!("reading {}", ca_cert.display()))?;
         let ca_key = KeyPair::from_pem(
-            &std::fs::read_to_string(&ca_key_path)
-                .with_context(|| format!("reading {}", ca_key_path.display()))?,
+            &std::fs::read_to_string(&ca_key_path).with_context(|| format!("reading {}", ca_key_path.display()))?,
         )
         .context("CA key is not a valid PEM key")?;
 
@@ -69,27 +63,17 @@ impl Authority {
         if !server_cert.exists() {
             let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)?;
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-            let mut names = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
             names.extend(server_names.iter().cloned());
             let mut params = CertificateParams::new(names)?;
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "latchkey-server");
+            params.distinguished_name.push(DnType::CommonName, "latchkey-server");
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             let now = OffsetDateTime::now_utc();
             params.not_before = now - Duration::hours(1);
             params.not_after = now + Duration::days(825);
             let cert = params.signed_by(&key, &issuer)?;
             write_private(&server_key_path, &key.serialize_pem())?;
-            latchkey_platform::atomic::write(
-                &server_cert,
-                format!("{}{}", cert.pem(), ca_pem).as_bytes(),
-                0o644,
-            )?;
+            latchkey_platform::atomic::write(&server_cert, format!("{}{}", cert.pem(), ca_pem).as_bytes(), 0o644)?;
         }
         Ok(Self {
             ca_pem,
@@ -102,8 +86,7 @@ impl Authority {
     /// Signs a device CSR: the subject becomes `CN=<device_id>`, client-auth only.
     pub fn sign_device_csr(&self, csr_der: &[u8], device_id: &str) -> Result<String, String> {
         let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
-        let mut csr = CertificateSigningRequestParams::from_der(&der)
-            .map_err(|e| format!("invalid CSR: {e}"))?;
+        let mut csr = CertificateSigningRequestParams::from_der(&der).map_err(|e| format!("invalid CSR: {e}"))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, device_id);
         csr.params.distinguished_name = dn;
@@ -114,11 +97,8 @@ impl Authority {
         let now = OffsetDateTime::now_utc();
         csr.params.not_before = now - Duration::minutes(5);
         csr.params.not_after = now + Duration::days(DEVICE_CERT_DAYS);
-        let issuer =
-            Issuer::from_ca_cert_pem(&self.ca_pem, &self.ca_key).map_err(|e| e.to_string())?;
-        let cert = csr
-            .signed_by(&issuer)
-            .map_err(|e| format!("signing failed: {e}"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, &self.ca_key).map_err(|e| e.to_string())?;
+        let cert = csr.signed_by(&issuer).map_err(|e| format!("signing failed: {e}"))?;
         Ok(cert.pem())
     }
 }
@@ -126,12 +106,6 @@ impl Authority {
 /// The common name of a DER certificate (the device id for device certificates).
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
     Some(cn)
 }

@@ -122,10 +122,7 @@ pub struct PasscodeRow {
 
 impl std::fmt::Debug for PasscodeRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasscodeRow")
-            .field("command_id", &self.command_id)
-            .field("passcode", &"<redacted>")
-            .finish()
+        f.debug_struct("PasscodeRow").field("command_id", &self.command_id).field("passcode", &"<redacted>").finish()
     }
 }
 
@@ -185,9 +182,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(Self { conn: Mutex::new(conn) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, DbError>) -> Result<T, DbError> {
@@ -209,13 +204,7 @@ impl Db {
     }
 
     /// Consumes a token and records the new device, in one transaction.
-    pub fn enroll(
-        &self,
-        token: &str,
-        now: i64,
-        device: &DeviceRow,
-        facts_json: &str,
-    ) -> Result<(), DbError> {
+    pub fn enroll(&self, token: &str, now: i64, device: &DeviceRow, facts_json: &str) -> Result<(), DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let row: Option<(i64, Option<i64>)> = tx
@@ -238,7 +227,16 @@ impl Db {
             tx.execute(
                 "INSERT INTO devices (device_id, platform, mode, os_version, model, hostname, enrolled_at, facts_json)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![device.device_id, device.platform, device.mode, device.os_version, device.model, device.hostname, now, facts_json],
+                params![
+                    device.device_id,
+                    device.platform,
+                    device.mode,
+                    device.os_version,
+                    device.model,
+                    device.hostname,
+                    now,
+                    facts_json
+                ],
             )?;
             tx.commit()?;
             Ok(())
@@ -248,13 +246,9 @@ impl Db {
     /// True when the device is enrolled.
     pub fn device_exists(&self, device_id: &str) -> Result<bool, DbError> {
         self.with(|c| {
-            Ok(c.query_row(
-                "SELECT 1 FROM devices WHERE device_id = ?1",
-                params![device_id],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+            Ok(c.query_row("SELECT 1 FROM devices WHERE device_id = ?1", params![device_id], |_| Ok(()))
+                .optional()?
+                .is_some())
         })
     }
 
@@ -280,11 +274,9 @@ impl Db {
     /// The device's last reported facts and state (JSON as stored).
     pub fn device_facts_state(&self, device_id: &str) -> Result<(String, Option<String>), DbError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT facts_json, state_json FROM devices WHERE device_id = ?1",
-                params![device_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            c.query_row("SELECT facts_json, state_json FROM devices WHERE device_id = ?1", params![device_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?
             .ok_or_else(|| DbError::UnknownDevice(device_id.to_owned()))
         })
@@ -316,13 +308,9 @@ impl Db {
     /// The escrowed unlock token (hex), if any.
     pub fn unlock_token(&self, device_id: &str) -> Result<Option<String>, DbError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT unlock_token_hex FROM devices WHERE device_id = ?1",
-                params![device_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DbError::UnknownDevice(device_id.to_owned()))
+            c.query_row("SELECT unlock_token_hex FROM devices WHERE device_id = ?1", params![device_id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| DbError::UnknownDevice(device_id.to_owned()))
         })
     }
 
@@ -332,7 +320,14 @@ impl Db {
             c.execute(
                 "INSERT INTO commands (command_id, device_id, action, payload, state, issued_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)",
-                params![command.command_id, command.device_id, action, command.encode_to_vec(), command.issued_at_unix_ms, command.expires_at_unix_ms],
+                params![
+                    command.command_id,
+                    command.device_id,
+                    action,
+                    command.encode_to_vec(),
+                    command.issued_at_unix_ms,
+                    command.expires_at_unix_ms
+                ],
             )?;
             Ok(())
         })
@@ -349,10 +344,7 @@ impl Db {
             let mut out = Vec::new();
             for payload in rows {
                 let payload = payload?;
-                out.push(
-                    v1::Command::decode(payload.as_slice())
-                        .map_err(|e| DbError::Corrupt(e.to_string()))?,
-                );
+                out.push(v1::Command::decode(payload.as_slice()).map_err(|e| DbError::Corrupt(e.to_string()))?);
             }
             Ok(out)
         })
@@ -374,18 +366,15 @@ impl Db {
     }
 
     /// Records a result; returns true when it had been recorded already (idempotent by id).
-    pub fn record_result(
-        &self,
-        device_id: &str,
-        result: &v1::CommandResult,
-        now: i64,
-    ) -> Result<bool, DbError> {
+    pub fn record_result(&self, device_id: &str, result: &v1::CommandResult, now: i64) -> Result<bool, DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let row: Option<(String, i64)> = tx
-                .query_row("SELECT device_id, reported_at FROM commands WHERE command_id = ?1", params![result.command_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT device_id, reported_at FROM commands WHERE command_id = ?1",
+                    params![result.command_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             let (owner, reported_at) = row.ok_or_else(|| DbError::UnknownCommand(result.command_id.clone()))?;
             if owner != device_id {
@@ -398,7 +387,15 @@ impl Db {
             tx.execute(
                 "UPDATE commands SET state = ?2, error_code = ?3, message = ?4, outputs_json = ?5,
                    finished_at = ?6, reported_at = ?7, payload = NULL WHERE command_id = ?1",
-                params![result.command_id, status_state(result.status), result.error_code, result.message, outputs, result.finished_at_unix_ms, now],
+                params![
+                    result.command_id,
+                    status_state(result.status),
+                    result.error_code,
+                    result.message,
+                    outputs,
+                    result.finished_at_unix_ms,
+                    now
+                ],
             )?;
             if !result.generated_pin.is_empty() {
                 tx.execute(
@@ -413,13 +410,7 @@ impl Db {
     }
 
     /// Stores a server-generated temporary passcode.
-    pub fn insert_passcode(
-        &self,
-        command_id: &str,
-        device_id: &str,
-        passcode: &str,
-        now: i64,
-    ) -> Result<(), DbError> {
+    pub fn insert_passcode(&self, command_id: &str, device_id: &str, passcode: &str, now: i64) -> Result<(), DbError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO passcodes (command_id, device_id, passcode, source, created_at, expires_at)

@@ -25,26 +25,16 @@ pub struct Registration {
 impl Hub {
     /// Registers a new stream for a device, replacing an older one.
     pub fn register(&self, device_id: &str) -> Registration {
-        let generation = self
-            .next_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
-        self.lock()
-            .insert(device_id.to_owned(), (generation, notify.clone()));
-        Registration {
-            device_id: device_id.to_owned(),
-            generation,
-            notify,
-        }
+        self.lock().insert(device_id.to_owned(), (generation, notify.clone()));
+        Registration { device_id: device_id.to_owned(), generation, notify }
     }
 
     /// Removes a registration if it is still the current one.
     pub fn unregister(&self, registration: &Registration) {
         let mut streams = self.lock();
-        if streams
-            .get(&registration.device_id)
-            .is_some_and(|(g, _)| *g == registration.generation)
-        {
+        if streams.get(&registration.device_id).is_some_and(|(g, _)| *g == registration.generation) {
             streams.remove(&registration.device_id);
         }
     }

@@ -14,11 +14,7 @@ use latchkey_server::db::Db;
 use latchkey_server::serve::{self, ServeConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "latchkey-server",
-    version,
-    about = "Latchkey reference management server"
-)]
+#[command(name = "latchkey-server", version, about = "Latchkey reference management server")]
 struct Cli {
     /// Data directory: CA, server identity, database, admin socket.
     #[arg(long, global = true, default_value = "/var/lib/latchkey-server")]
@@ -142,11 +138,7 @@ enum ScopeArg {
 fn open_db(data: &std::path::Path) -> Result<Db> {
     let path = serve::db_path(data);
     if !path.exists() {
-        bail!(
-            "no database at {}: run `latchkey-server serve --data {}` first",
-            path.display(),
-            data.display()
-        );
+        bail!("no database at {}: run `latchkey-server serve --data {}` first", path.display(), data.display());
     }
     Ok(Db::open(&path)?)
 }
@@ -172,34 +164,21 @@ fn read_secret_file(spec: &str) -> Result<String> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
     let waker = Waker::Socket(serve::admin_socket(&cli.data));
     match cli.command {
-        Command::Serve {
-            listen,
-            heartbeat,
-            server_names,
-        } => {
+        Command::Serve { listen, heartbeat, server_names } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                let config = ServeConfig {
-                    data: cli.data.clone(),
-                    listen,
-                    heartbeat,
-                    server_names,
-                };
+                let config = ServeConfig { data: cli.data.clone(), listen, heartbeat, server_names };
                 let running = serve::start(config, shutdown.clone()).await?;
                 println!("listening on {}", running.addr);
                 std::io::stdout().flush()?;
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = tokio::signal::ctrl_c() => {}
@@ -213,9 +192,7 @@ fn main() -> Result<()> {
             let (authority, _) = serve::prepare(&cli.data, &[])?;
             print!("{}", authority.ca_pem);
         }
-        Command::Token {
-            command: TokenCommand::Create { ttl },
-        } => {
+        Command::Token { command: TokenCommand::Create { ttl } } => {
             let db = open_db(&cli.data)?;
             let token = admin::create_token(&db, ttl)?;
             println!("{}", token.expose());
@@ -242,20 +219,12 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Command::Action {
-            kind,
-            device,
-            scope,
-            message,
-            phone,
-            ttl,
-            json,
-        } => {
+        Command::Action { kind, device, scope, message, phone, ttl, json } => {
             let db = open_db(&cli.data)?;
             let spec = match kind {
-                ActionKind::ResetPasscode => ActionSpec::ResetPasscode {
-                    work_profile: matches!(scope, ScopeArg::WorkProfile),
-                },
+                ActionKind::ResetPasscode => {
+                    ActionSpec::ResetPasscode { work_profile: matches!(scope, ScopeArg::WorkProfile) }
+                }
                 ActionKind::RemovePasscode => ActionSpec::RemovePasscode,
                 ActionKind::Lock => ActionSpec::Lock { message, phone },
                 ActionKind::ResetPin => ActionSpec::ResetPin,
@@ -270,7 +239,10 @@ fn main() -> Result<()> {
             } else {
                 println!("action {}", queued.command_id);
                 if let Some(p) = &queued.temporary_passcode {
-                    println!("temporary passcode (give it to the user; shown by `passcodes` for 7 days): {}", p.expose());
+                    println!(
+                        "temporary passcode (give it to the user; shown by `passcodes` for 7 days): {}",
+                        p.expose()
+                    );
                 }
             }
         }
@@ -279,10 +251,7 @@ fn main() -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<36}  {:<36}  {:<28} {:<14} {:<24} MESSAGE",
-                    "ACTION", "DEVICE", "KIND", "STATE", "ERROR"
-                );
+                println!("{:<36}  {:<36}  {:<28} {:<14} {:<24} MESSAGE", "ACTION", "DEVICE", "KIND", "STATE", "ERROR");
                 for r in rows {
                     println!(
                         "{:<36}  {:<36}  {:<28} {:<14} {:<24} {}",
@@ -297,19 +266,11 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for r in rows {
-                    println!(
-                        "{}  {}  {}  visible until {}",
-                        r.command_id,
-                        r.source,
-                        r.passcode,
-                        time(r.expires_at)
-                    );
+                    println!("{}  {}  {}  visible until {}", r.command_id, r.source, r.passcode, time(r.expires_at));
                 }
             }
         }
-        Command::Escrow {
-            command: EscrowCommand::ImportUnlockToken { device, token_file },
-        } => {
+        Command::Escrow { command: EscrowCommand::ImportUnlockToken { device, token_file } } => {
             let db = open_db(&cli.data)?;
             let hex = read_secret_file(&token_file)?;
             let token = SecretBytes::from_hex(&hex).context("the unlock token must be hex")?;

@@ -46,8 +46,7 @@ pub fn prepare(data: &Path, server_names: &[String]) -> Result<(Arc<Authority>, 
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))?;
     let authority = Authority::load_or_create(data, server_names)?;
-    let db =
-        Db::open(&db_path(data)).with_context(|| format!("opening {}", db_path(data).display()))?;
+    let db = Db::open(&db_path(data)).with_context(|| format!("opening {}", db_path(data).display()))?;
     Ok((Arc::new(authority), Arc::new(db)))
 }
 
@@ -68,22 +67,15 @@ pub struct Running {
 /// Binds and starts serving; returns once the listener is bound.
 pub async fn start(config: ServeConfig, shutdown: CancellationToken) -> Result<Running> {
     let (authority, db) = prepare(&config.data, &config.server_names)?;
-    let tls = crate::tls::server_config(
-        &authority.ca_pem,
-        &authority.server_cert_pem,
-        &authority.server_key_pem,
-    )?;
+    let tls = crate::tls::server_config(&authority.ca_pem, &authority.server_cert_pem, &authority.server_key_pem)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let hub = Arc::new(Hub::default());
 
     let socket_path = admin_socket(&config.data);
     let _ = std::fs::remove_file(&socket_path);
-    let admin = UnixListener::bind(&socket_path)
-        .with_context(|| format!("binding {}", socket_path.display()))?;
+    let admin = UnixListener::bind(&socket_path).with_context(|| format!("binding {}", socket_path.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
@@ -131,13 +123,7 @@ pub async fn start(config: ServeConfig, shutdown: CancellationToken) -> Result<R
             .context("serving")
     });
     tracing::info!(addr = %addr, "latchkey-server listening");
-    Ok(Running {
-        addr,
-        db,
-        hub,
-        ca_pem: authority.ca_pem.clone(),
-        task,
-    })
+    Ok(Running { addr, db, hub, ca_pem: authority.ca_pem.clone(), task })
 }
 
 async fn wake_listener(listener: UnixListener, hub: Arc<Hub>, shutdown: CancellationToken) {

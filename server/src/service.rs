@@ -35,9 +35,7 @@ pub struct Service {
 
 fn internal(e: DbError) -> Status {
     match e {
-        DbError::TokenUnknown | DbError::TokenUsed | DbError::TokenExpired => {
-            Status::permission_denied(e.to_string())
-        }
+        DbError::TokenUnknown | DbError::TokenUsed | DbError::TokenExpired => Status::permission_denied(e.to_string()),
         DbError::UnknownDevice(_) | DbError::UnknownCommand(_) => Status::not_found(e.to_string()),
         DbError::WrongDevice(_) => Status::permission_denied(e.to_string()),
         DbError::Sql(_) | DbError::Corrupt(_) => {
@@ -54,18 +52,12 @@ impl Service {
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs())
-            .ok_or_else(|| {
-                Status::unauthenticated("a client certificate issued at enrollment is required")
-            })?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let device_id = common_name(leaf)
-            .ok_or_else(|| Status::unauthenticated("client certificate has no common name"))?;
+            .ok_or_else(|| Status::unauthenticated("a client certificate issued at enrollment is required"))?;
+        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let device_id =
+            common_name(leaf).ok_or_else(|| Status::unauthenticated("client certificate has no common name"))?;
         if !self.db.device_exists(&device_id).map_err(internal)? {
-            return Err(Status::permission_denied(
-                "certificate is for a device that is not enrolled",
-            ));
+            return Err(Status::permission_denied("certificate is for a device that is not enrolled"));
         }
         Ok(device_id)
     }
@@ -75,34 +67,23 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ServerEvent, Status>> + 
 
 #[tonic::async_trait]
 impl DeviceService for Service {
-    async fn enroll(
-        &self,
-        request: Request<v1::EnrollRequest>,
-    ) -> Result<Response<v1::EnrollResponse>, Status> {
+    async fn enroll(&self, request: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollResponse>, Status> {
         let req = request.into_inner();
         if req.enrollment_token.is_empty() {
             return Err(Status::invalid_argument("enrollment_token is required"));
         }
-        let facts_wire = req
-            .device_facts
-            .ok_or_else(|| Status::invalid_argument("device_facts is required"))?;
+        let facts_wire = req.device_facts.ok_or_else(|| Status::invalid_argument("device_facts is required"))?;
         let facts = convert::facts_from_wire(&facts_wire)
             .map_err(|e| Status::invalid_argument(format!("device_facts: {e}")))?;
         let device_id = uuid::Uuid::new_v4().to_string();
-        let cert_pem = self
-            .authority
-            .sign_device_csr(&req.csr_der, &device_id)
-            .map_err(Status::invalid_argument)?;
+        let cert_pem = self.authority.sign_device_csr(&req.csr_der, &device_id).map_err(Status::invalid_argument)?;
         let row = DeviceRow {
             device_id: device_id.clone(),
             platform: serde_json::to_value(facts.platform)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            mode: serde_json::to_value(facts.mode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            mode: serde_json::to_value(facts.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
             os_version: facts.os_version.clone(),
             model: facts.model.clone(),
             hostname: facts_wire.hostname.clone(),
@@ -113,11 +94,8 @@ impl DeviceService for Service {
             device_policy: false,
             unlock_token_escrowed: false,
         };
-        let facts_json =
-            serde_json::to_string(&facts).map_err(|e| Status::internal(e.to_string()))?;
-        self.db
-            .enroll(&req.enrollment_token, now_ms(), &row, &facts_json)
-            .map_err(internal)?;
+        let facts_json = serde_json::to_string(&facts).map_err(|e| Status::internal(e.to_string()))?;
+        self.db.enroll(&req.enrollment_token, now_ms(), &row, &facts_json).map_err(internal)?;
         tracing::info!(device_id = %device_id, platform = %row.platform, mode = %row.mode, "device enrolled");
         Ok(Response::new(v1::EnrollResponse {
             device_id,
@@ -126,23 +104,20 @@ impl DeviceService for Service {
         }))
     }
 
-    async fn check_in(
-        &self,
-        request: Request<v1::DeviceState>,
-    ) -> Result<Response<v1::CheckInAck>, Status> {
+    async fn check_in(&self, request: Request<v1::DeviceState>) -> Result<Response<v1::CheckInAck>, Status> {
         let device_id = self.device_of(&request)?;
         let state = request.into_inner();
         let facts_json = match &state.facts {
             Some(f) => {
-                let facts = convert::facts_from_wire(f)
-                    .map_err(|e| Status::invalid_argument(format!("facts: {e}")))?;
+                let facts = convert::facts_from_wire(f).map_err(|e| Status::invalid_argument(format!("facts: {e}")))?;
                 Some(serde_json::to_string(&facts).map_err(|e| Status::internal(e.to_string()))?)
             }
             None => None,
         };
         let device_policy = match &state.device_policy {
-            Some(p) => convert::policy_from_wire(p)
-                .map_err(|e| Status::invalid_argument(format!("device_policy: {e}")))?,
+            Some(p) => {
+                convert::policy_from_wire(p).map_err(|e| Status::invalid_argument(format!("device_policy: {e}")))?
+            }
             None => None,
         };
         let wp_policy = match &state.work_profile_policy {
@@ -161,52 +136,30 @@ impl DeviceService for Service {
             "agent_version": state.agent_version,
         });
         self.db
-            .check_in(
-                &device_id,
-                now_ms(),
-                facts_json.as_deref(),
-                &state_json.to_string(),
-                token.as_str(),
-            )
+            .check_in(&device_id, now_ms(), facts_json.as_deref(), &state_json.to_string(), token.as_str())
             .map_err(internal)?;
         tracing::debug!(device_id = %device_id, reset_token = token.as_str(), "check-in");
-        Ok(Response::new(v1::CheckInAck {
-            server_time_unix_ms: now_ms(),
-        }))
+        Ok(Response::new(v1::CheckInAck { server_time_unix_ms: now_ms() }))
     }
 
-    async fn escrow_unlock_token(
-        &self,
-        request: Request<v1::UnlockToken>,
-    ) -> Result<Response<v1::EscrowAck>, Status> {
+    async fn escrow_unlock_token(&self, request: Request<v1::UnlockToken>) -> Result<Response<v1::EscrowAck>, Status> {
         let device_id = self.device_of(&request)?;
         let token = latchkey_platform::SecretBytes::new(request.into_inner().token);
         if token.expose().len() < 16 {
-            return Err(Status::invalid_argument(
-                "unlock token must be at least 16 bytes",
-            ));
+            return Err(Status::invalid_argument("unlock token must be at least 16 bytes"));
         }
-        self.db
-            .set_unlock_token(&device_id, token.to_hex().expose())
-            .map_err(internal)?;
+        self.db.set_unlock_token(&device_id, token.to_hex().expose()).map_err(internal)?;
         tracing::info!(device_id = %device_id, "unlock token escrowed");
         Ok(Response::new(v1::EscrowAck {}))
     }
 
-    async fn escrow_reset_token(
-        &self,
-        request: Request<v1::ResetToken>,
-    ) -> Result<Response<v1::EscrowAck>, Status> {
+    async fn escrow_reset_token(&self, request: Request<v1::ResetToken>) -> Result<Response<v1::EscrowAck>, Status> {
         let device_id = self.device_of(&request)?;
         let token = latchkey_platform::SecretBytes::new(request.into_inner().token);
         if token.expose().len() < 32 {
-            return Err(Status::invalid_argument(
-                "reset token must be at least 32 bytes",
-            ));
+            return Err(Status::invalid_argument("reset token must be at least 32 bytes"));
         }
-        self.db
-            .set_reset_token(&device_id, token.to_hex().expose())
-            .map_err(internal)?;
+        self.db.set_reset_token(&device_id, token.to_hex().expose()).map_err(internal)?;
         tracing::info!(device_id = %device_id, "reset token escrowed");
         Ok(Response::new(v1::EscrowAck {}))
     }
@@ -221,22 +174,14 @@ impl DeviceService for Service {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<v1::ServerEvent, Status>>(32);
         let registration = self.hub.register(&device_id);
-        let (db, hub, heartbeat, shutdown) = (
-            self.db.clone(),
-            self.hub.clone(),
-            self.heartbeat,
-            self.shutdown.clone(),
-        );
+        let (db, hub, heartbeat, shutdown) = (self.db.clone(), self.hub.clone(), self.heartbeat, self.shutdown.clone());
         tracing::info!(device_id = %device_id, "push stream opened");
         tokio::spawn(async move {
             let mut delivered = HashSet::new();
             let mut ticker = tokio::time::interval(heartbeat);
             let mut last_seen = tokio::time::Instant::now();
             loop {
-                if push_unanswered(&db, &registration.device_id, &tx, &mut delivered)
-                    .await
-                    .is_err()
-                {
+                if push_unanswered(&db, &registration.device_id, &tx, &mut delivered).await.is_err() {
                     break;
                 }
                 tokio::select! {
@@ -259,15 +204,10 @@ impl DeviceService for Service {
             hub.unregister(&registration);
             tracing::info!(device_id = %registration.device_id, "push stream closed");
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn poll(
-        &self,
-        request: Request<v1::PollRequest>,
-    ) -> Result<Response<v1::PollResponse>, Status> {
+    async fn poll(&self, request: Request<v1::PollRequest>) -> Result<Response<v1::PollResponse>, Status> {
         let device_id = self.device_of(&request)?;
         let commands = self.db.unanswered(&device_id).map_err(internal)?;
         let ids: Vec<String> = commands.iter().map(|c| c.command_id.clone()).collect();
@@ -276,42 +216,28 @@ impl DeviceService for Service {
         Ok(Response::new(v1::PollResponse { commands }))
     }
 
-    async fn report(
-        &self,
-        request: Request<v1::CommandResult>,
-    ) -> Result<Response<v1::ReportAck>, Status> {
+    async fn report(&self, request: Request<v1::CommandResult>) -> Result<Response<v1::ReportAck>, Status> {
         let device_id = self.device_of(&request)?;
         let result = request.into_inner();
         if result.command_id.is_empty() {
             return Err(Status::invalid_argument("command_id is required"));
         }
-        if matches!(
-            v1::CommandStatus::try_from(result.status),
-            Err(_) | Ok(v1::CommandStatus::Unspecified)
-        ) {
+        if matches!(v1::CommandStatus::try_from(result.status), Err(_) | Ok(v1::CommandStatus::Unspecified)) {
             return Err(Status::invalid_argument("status is missing or unknown"));
         }
-        let duplicate = self
-            .db
-            .record_result(&device_id, &result, now_ms())
-            .map_err(internal)?;
+        let duplicate = self.db.record_result(&device_id, &result, now_ms()).map_err(internal)?;
         tracing::info!(device_id = %device_id, command_id = %result.command_id, status = result.status, error_code = %result.error_code, duplicate, "result reported");
         Ok(Response::new(v1::ReportAck { duplicate }))
     }
 
-    async fn renew_identity(
-        &self,
-        request: Request<v1::RenewRequest>,
-    ) -> Result<Response<v1::RenewResponse>, Status> {
+    async fn renew_identity(&self, request: Request<v1::RenewRequest>) -> Result<Response<v1::RenewResponse>, Status> {
         let device_id = self.device_of(&request)?;
         let cert = self
             .authority
             .sign_device_csr(&request.into_inner().csr_der, &device_id)
             .map_err(Status::invalid_argument)?;
         tracing::info!(device_id = %device_id, "identity renewed");
-        Ok(Response::new(v1::RenewResponse {
-            cert_chain_pem: cert,
-        }))
+        Ok(Response::new(v1::RenewResponse { cert_chain_pem: cert }))
     }
 }
 
@@ -335,9 +261,7 @@ async fn push_unanswered(
             continue;
         }
         let id = command.command_id.clone();
-        let event = v1::ServerEvent {
-            event: Some(v1::server_event::Event::Command(command)),
-        };
+        let event = v1::ServerEvent { event: Some(v1::server_event::Event::Command(command)) };
         tx.send(Ok(event)).await.map_err(|_| ())?;
         delivered.insert(id.clone());
         sent.push(id);

@@ -9,11 +9,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 /// Builds the server TLS config.
-pub fn server_config(
-    ca_pem: &str,
-    cert_chain_pem: &str,
-    key_pem: &str,
-) -> Result<rustls::ServerConfig> {
+pub fn server_config(ca_pem: &str, cert_chain_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -22,10 +18,9 @@ pub fn server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .context("server certificate PEM")?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("server certificate PEM")?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("server key PEM")?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

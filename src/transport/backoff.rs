@@ -35,14 +35,8 @@ mod tests {
     fn a_thousand_restarts_spread_over_the_window() {
         let ceiling = Duration::from_secs(60);
         let delays: Vec<Duration> = (0..1000).map(|_| jittered(6, ceiling)).collect();
-        let in_first_tenth = delays
-            .iter()
-            .filter(|d| **d < Duration::from_secs(3))
-            .count();
+        let in_first_tenth = delays.iter().filter(|d| **d < Duration::from_secs(3)).count();
         // Uniform over 32s: about 94 of 1000 land in the first 3s; a stampede would put all there.
-        assert!(
-            in_first_tenth < 300,
-            "{in_first_tenth} of 1000 retried in the first 3s"
-        );
+        assert!(in_first_tenth < 300, "{in_first_tenth} of 1000 retried in the first 3s");
     }
 }

@@ -19,9 +19,7 @@ pub type Client = DeviceServiceClient<Channel>;
 
 /// Host and port from `https://host:port`.
 pub fn endpoint(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or("URL must start with https://")?;
+    let rest = url.strip_prefix("https://").ok_or("URL must start with https://")?;
     let authority = rest.split('/').next().unwrap_or_default();
     let (host, port) = authority.rsplit_once(':').ok_or("URL must name a port")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -40,11 +38,7 @@ pub async fn connect(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Re
     // tonic sees plain h2; TLS is done here so we control versions and client auth.
     let endpoint = Endpoint::from_shared(format!(
         "http://{}:{port}",
-        if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        }
+        if host.contains(':') { format!("[{host}]") } else { host.clone() }
     ))?
     .connect_timeout(std::time::Duration::from_secs(10))
     .tcp_nodelay(true)
@@ -52,8 +46,7 @@ pub async fn connect(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Re
     .keep_alive_while_idle(true);
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (connector, server_name, host) =
-                (connector.clone(), server_name.clone(), host.clone());
+            let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
             async move {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                 tcp.set_nodelay(true)?;
@@ -71,14 +64,8 @@ mod tests {
 
     #[test]
     fn parses_endpoints() {
-        assert_eq!(
-            endpoint("https://mdm.example.com:8443"),
-            Ok(("mdm.example.com".into(), 8443))
-        );
-        assert_eq!(
-            endpoint("https://127.0.0.1:1/x"),
-            Ok(("127.0.0.1".into(), 1))
-        );
+        assert_eq!(endpoint("https://mdm.example.com:8443"), Ok(("mdm.example.com".into(), 8443)));
+        assert_eq!(endpoint("https://127.0.0.1:1/x"), Ok(("127.0.0.1".into(), 1)));
         assert_eq!(endpoint("https://[::1]:9"), Ok(("::1".into(), 9)));
         assert!(endpoint("http://a:1").is_err());
         assert!(endpoint("https://a").is_err());

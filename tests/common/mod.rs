@@ -35,28 +35,15 @@ pub fn server_bin() -> PathBuf {
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Runs a command with `stdin` piped in.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
     child.wait_with_output().expect("wait")
 }
 
@@ -73,35 +60,20 @@ impl Server {
         let dir = root.join("server");
         let log = root.join("server.log");
         let mut child = Command::new(server_bin())
-            .args([
-                "--data",
-                dir.to_str().expect("utf8"),
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--heartbeat",
-                "1s",
-            ])
+            .args(["--data", dir.to_str().expect("utf8"), "serve", "--listen", "127.0.0.1:0", "--heartbeat", "1s"])
             .env("LATCHKEY_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("start latchkey-server");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read address");
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read address");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server {
-            dir,
-            addr,
-            child,
-            log,
-        }
+        Server { dir, addr, child, log }
     }
 
     pub fn url(&self) -> String {
@@ -113,21 +85,12 @@ impl Server {
     }
 
     pub fn admin(&self, args: &[&str]) -> Output {
-        Command::new(server_bin())
-            .arg("--data")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .expect("admin command")
+        Command::new(server_bin()).arg("--data").arg(&self.dir).args(args).output().expect("admin command")
     }
 
     pub fn admin_ok(&self, args: &[&str]) -> String {
         let out = self.admin(args);
-        assert!(
-            out.status.success(),
-            "latchkey-server {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "latchkey-server {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).expect("utf8")
     }
 
@@ -140,10 +103,7 @@ impl Server {
         let mut args = vec!["action", kind, "--device", device, "--json"];
         args.extend_from_slice(extra);
         let v: Value = serde_json::from_str(&self.admin_ok(&args)).expect("action json");
-        (
-            v["command_id"].as_str().expect("id").to_owned(),
-            v["temporary_passcode"].as_str().map(str::to_owned),
-        )
+        (v["command_id"].as_str().expect("id").to_owned(), v["temporary_passcode"].as_str().map(str::to_owned))
     }
 
     pub fn actions(&self) -> Vec<Value> {
@@ -151,16 +111,13 @@ impl Server {
     }
 
     pub fn action_row(&self, command_id: &str) -> Option<Value> {
-        self.actions()
-            .into_iter()
-            .find(|a| a["command_id"] == command_id)
+        self.actions().into_iter().find(|a| a["command_id"] == command_id)
     }
 
     /// Waits until the action has a result, and returns its row.
     pub fn wait_result(&self, command_id: &str, timeout: Duration) -> Value {
         wait_until(&format!("a result for {command_id}"), timeout, || {
-            self.action_row(command_id)
-                .is_some_and(|r| !matches!(r["state"].as_str(), Some("pending" | "sent")))
+            self.action_row(command_id).is_some_and(|r| !matches!(r["state"].as_str(), Some("pending" | "sent")))
         });
         self.action_row(command_id).expect("row")
     }
@@ -170,9 +127,7 @@ impl Server {
     }
 
     pub fn checked_in(&self, device: &str) -> bool {
-        self.devices()
-            .iter()
-            .any(|d| d["device_id"] == device && d["last_checkin"].as_i64().unwrap_or(0) > 0)
+        self.devices().iter().any(|d| d["device_id"] == device && d["last_checkin"].as_i64().unwrap_or(0) > 0)
     }
 
     pub fn log_text(&self) -> String {
@@ -205,16 +160,13 @@ pub struct DeviceSpec<'a> {
     pub connect: &'a str,
     /// Server URL override (a proxy).
     pub url: Option<String>,
+    /// Replaces the `[platform]` section (no simulator is created then).
+    pub platform: Option<String>,
 }
 
 impl<'a> DeviceSpec<'a> {
     pub fn new(profile: &'a str) -> Self {
-        Self {
-            profile,
-            sim_args: &[],
-            connect: "",
-            url: None,
-        }
+        Self { profile, sim_args: &[], connect: "", url: None, platform: None }
     }
 }
 
@@ -223,16 +175,9 @@ impl Device {
     pub fn enroll(root: &Path, name: &str, server: &Server, spec: DeviceSpec<'_>) -> Device {
         let mut device = Self::prepare(root, name, server, spec);
         let out = device.enroll_with(&server.token());
-        assert!(
-            out.status.success(),
-            "enroll: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        device.id = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .strip_prefix("enrolled as ")
-            .expect("enrolled line")
-            .to_owned();
+        assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+        device.id =
+            String::from_utf8_lossy(&out.stdout).trim().strip_prefix("enrolled as ").expect("enrolled line").to_owned();
         device
     }
 
@@ -255,44 +200,31 @@ impl Device {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("device dir");
         let sim = dir.join("sim.json");
-        let mut init = Command::new(agent_bin());
-        init.args([
-            "sim",
-            "init",
-            "--state",
-            sim.to_str().expect("utf8"),
-            "--profile",
-            spec.profile,
-        ])
-        .args(spec.sim_args);
-        let out = init.output().expect("sim init");
-        assert!(
-            out.status.success(),
-            "sim init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if spec.platform.is_none() {
+            let mut init = Command::new(agent_bin());
+            init.args(["sim", "init", "--state", sim.to_str().expect("utf8"), "--profile", spec.profile])
+                .args(spec.sim_args);
+            let out = init.output().expect("sim init");
+            assert!(out.status.success(), "sim init: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let platform = spec
+            .platform
+            .clone()
+            .unwrap_or_else(|| format!("[platform]\nport = \"sim\"\nsim_state = \"{}\"\n", sim.display()));
         let config = dir.join("config.toml");
         let url = spec.url.clone().unwrap_or_else(|| server.url());
         std::fs::write(
             &config,
             format!(
-                "[server]\nurl = \"{url}\"\nca = \"{}\"\n[state]\ndir = \"{}\"\n[platform]\nport = \"sim\"\nsim_state = \"{}\"\n[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n",
+                "[server]\nurl = \"{url}\"\nca = \"{}\"\n[state]\ndir = \"{}\"\n{platform}[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n",
                 server.ca().display(),
                 dir.join("state").display(),
-                sim.display(),
                 spec.connect,
                 dir.join("control.sock").display()
             ),
         )
         .expect("config");
-        Device {
-            log: dir.join("agent.log"),
-            dir,
-            config,
-            sim,
-            id: String::new(),
-            agent: None,
-        }
+        Device { log: dir.join("agent.log"), dir, config, sim, id: String::new(), agent: None }
     }
 
     /// Starts `latchkey run`, appending to the device's log.
@@ -301,11 +233,7 @@ impl Device {
     }
 
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
         let child = Command::new(agent_bin())
             .args(["run", "--config", self.config.to_str().expect("utf8")])
             .env("LATCHKEY_LOG", "debug")
@@ -326,10 +254,7 @@ impl Device {
                 self.agent = None;
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "agent did not exit within {timeout:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -337,23 +262,14 @@ impl Device {
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.agent.as_ref().expect("agent running").id();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
         self.wait_exit(Duration::from_secs(20))
     }
 
     pub fn sim_show(&self) -> Value {
         let out = Command::new(agent_bin())
-            .args([
-                "sim",
-                "show",
-                "--json",
-                "--state",
-                self.sim.to_str().expect("utf8"),
-            ])
+            .args(["sim", "show", "--json", "--state", self.sim.to_str().expect("utf8")])
             .output()
             .expect("sim show");
         assert!(out.status.success());
@@ -363,8 +279,7 @@ impl Device {
     /// Runs `latchkey sim user …` with optional stdin; returns the exit code.
     pub fn user(&self, args: &[&str], stdin: &str) -> i32 {
         let mut cmd = Command::new(agent_bin());
-        cmd.args(["sim", "user", "--state", self.sim.to_str().expect("utf8")])
-            .args(args);
+        cmd.args(["sim", "user", "--state", self.sim.to_str().expect("utf8")]).args(args);
         run_with_stdin(&mut cmd, stdin).status.code().unwrap_or(-1)
     }
 
@@ -417,10 +332,7 @@ impl Proxy {
                 live.push(client.try_clone().expect("clone"));
                 live.push(upstream.try_clone().expect("clone"));
                 drop(live);
-                pump(
-                    client.try_clone().expect("clone"),
-                    upstream.try_clone().expect("clone"),
-                );
+                pump(client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
                 pump(upstream, client);
             }
         });

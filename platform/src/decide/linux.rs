@@ -8,18 +8,13 @@ use crate::port::PortSnapshot;
 /// Decides an action on a Linux device.
 pub fn decide(s: &PortSnapshot, action: &Action) -> Decision {
     match action {
-        Action::ResetPasscode {
-            scope: Scope::Device,
-            passcode,
-            ..
-        } => match non_compliant(s.state.device_policy.as_ref(), passcode.expose()) {
-            Some(refusal) => Decision::Refuse(refusal),
-            None => Decision::Apply(Plan::SetCredential(Scope::Device)),
-        },
-        Action::ResetPasscode {
-            scope: Scope::WorkProfile,
-            ..
-        } => Decision::Refuse(Outcome::not_supported(
+        Action::ResetPasscode { scope: Scope::Device, passcode, .. } => {
+            match non_compliant(s.state.device_policy.as_ref(), passcode.expose()) {
+                Some(refusal) => Decision::Refuse(refusal),
+                None => Decision::Apply(Plan::SetCredential(Scope::Device)),
+            }
+        }
+        Action::ResetPasscode { scope: Scope::WorkProfile, .. } => Decision::Refuse(Outcome::not_supported(
             ErrorCode::ManagementMode,
             "Linux devices have no work profile; use a device-level reset",
         )),

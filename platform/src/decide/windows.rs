@@ -12,11 +12,7 @@ pub const CREATORS_UPDATE_BUILD: u32 = 15063;
 
 /// The build number in "10.0.15063" (or "10.0.15063.0"); 0 when absent.
 pub fn build_number(os_version: &str) -> u32 {
-    os_version
-        .split('.')
-        .nth(2)
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(0)
+    os_version.split('.').nth(2).and_then(|b| b.parse().ok()).unwrap_or(0)
 }
 
 /// Decides an action on a Windows device.

@@ -245,8 +245,7 @@ impl MinMetrics {
         let indirect_non_numeric = effective_letters + self.symbols;
         let effective_non_letter = self.non_letter.max(indirect_non_letter);
         let effective_non_numeric = self.non_numeric.max(indirect_non_numeric);
-        let indirect_length =
-            (effective_letters + effective_non_letter).max(self.numeric + effective_non_numeric);
+        let indirect_length = (effective_letters + effective_non_letter).max(self.numeric + effective_non_numeric);
         if indirect_letters >= self.letters {
             self.letters = 0;
         }
@@ -324,10 +323,7 @@ pub fn max_length_sequence(bytes: &[u8]) -> usize {
 /// Measures a candidate the way `PasswordMetrics.computeForPasswordOrPin` does.
 pub fn measure(candidate: &str) -> Metrics {
     let bytes = candidate.as_bytes();
-    let mut m = Metrics {
-        length: bytes.len(),
-        ..Metrics::default()
-    };
+    let mut m = Metrics { length: bytes.len(), ..Metrics::default() };
     for &b in bytes {
         match class_of(b) {
             CharClass::Lower => {
@@ -367,12 +363,7 @@ fn cred_type_of(candidate: &str) -> CredType {
 
 /// The highest complexity bucket a measured credential satisfies (`determineComplexity`).
 fn determine_complexity(cred: CredType, m: &Metrics) -> Complexity {
-    for bucket in [
-        Complexity::High,
-        Complexity::Medium,
-        Complexity::Low,
-        Complexity::None,
-    ] {
+    for bucket in [Complexity::High, Complexity::Medium, Complexity::Low, Complexity::None] {
         if !bucket.allows(cred) {
             continue;
         }
@@ -391,20 +382,12 @@ fn determine_complexity(cred: CredType, m: &Metrics) -> Complexity {
 pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
     let cred = cred_type_of(candidate);
     let mut metrics = measure(candidate);
-    metrics
-        .extra
-        .insert("credential_type".into(), cred.as_str().into());
-    metrics.extra.insert(
-        "complexity".into(),
-        determine_complexity(cred, &metrics).as_str().into(),
-    );
+    metrics.extra.insert("credential_type".into(), cred.as_str().into());
+    metrics.extra.insert("complexity".into(), determine_complexity(cred, &metrics).as_str().into());
 
     // LockscreenCredential refuses characters outside ASCII 32..=127 before anything else.
     if cred == CredType::Password && candidate.chars().any(|c| !(' '..='\u{7f}').contains(&c)) {
-        let v = Violation::new(
-            "CONTAINS_INVALID_CHARACTERS",
-            "contains a character outside printable ASCII (32-127)",
-        );
+        let v = Violation::new("CONTAINS_INVALID_CHARACTERS", "contains a character outside printable ASCII (32-127)");
         return Verdict::from(vec![v], metrics);
     }
 
@@ -418,11 +401,7 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
         };
         let v = Violation::new(
             "WEAK_CREDENTIAL_TYPE",
-            format!(
-                "a {} is weaker than the policy allows: it needs at least a {}",
-                cred.as_str(),
-                needed.as_str()
-            ),
+            format!("a {} is weaker than the policy allows: it needs at least a {}", cred.as_str(), needed.as_str()),
         );
         return Verdict::from(vec![v], metrics);
     }
@@ -432,10 +411,8 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
 
     let mut violations = Vec::new();
     if metrics.length > MAX_PASSWORD_LENGTH {
-        violations.push(Violation::new(
-            "TOO_LONG",
-            format!("longer than the maximum of {MAX_PASSWORD_LENGTH} characters"),
-        ));
+        violations
+            .push(Violation::new("TOO_LONG", format!("longer than the maximum of {MAX_PASSWORD_LENGTH} characters")));
     }
 
     // applyComplexity(), then clamp and removeOverlapping().
@@ -450,10 +427,7 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
 
     // comparePasswordMetrics().
     if metrics.length < min.length {
-        violations.push(Violation::new(
-            "TOO_SHORT",
-            format!("shorter than the minimum of {} characters", min.length),
-        ));
+        violations.push(Violation::new("TOO_SHORT", format!("shorter than the minimum of {} characters", min.length)));
     }
     if metrics.non_numeric == 0
         && min.non_numeric == 0
@@ -463,10 +437,7 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
         && min.symbols == 0
     {
         let all_numeric_min = bucket.minimum_length(false);
-        if all_numeric_min > min.length
-            && all_numeric_min > min.numeric
-            && metrics.length < all_numeric_min
-        {
+        if all_numeric_min > min.length && all_numeric_min > min.numeric && metrics.length < all_numeric_min {
             violations.push(Violation::new(
                 "TOO_SHORT_WHEN_ALL_NUMERIC",
                 format!("an all-digit PIN must be at least {all_numeric_min} digits"),
@@ -474,58 +445,23 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
         }
     }
     let minima = [
-        (
-            "NOT_ENOUGH_LETTERS",
-            metrics.letters,
-            min.letters,
-            "letters",
-        ),
-        (
-            "NOT_ENOUGH_UPPER_CASE",
-            metrics.upper_case,
-            min.upper,
-            "upper-case letters",
-        ),
-        (
-            "NOT_ENOUGH_LOWER_CASE",
-            metrics.lower_case,
-            min.lower,
-            "lower-case letters",
-        ),
+        ("NOT_ENOUGH_LETTERS", metrics.letters, min.letters, "letters"),
+        ("NOT_ENOUGH_UPPER_CASE", metrics.upper_case, min.upper, "upper-case letters"),
+        ("NOT_ENOUGH_LOWER_CASE", metrics.lower_case, min.lower, "lower-case letters"),
         ("NOT_ENOUGH_DIGITS", metrics.digits, min.numeric, "digits"),
-        (
-            "NOT_ENOUGH_SYMBOLS",
-            metrics.symbols,
-            min.symbols,
-            "symbols",
-        ),
-        (
-            "NOT_ENOUGH_NON_LETTER",
-            metrics.non_letter,
-            min.non_letter,
-            "non-letters",
-        ),
-        (
-            "NOT_ENOUGH_NON_DIGITS",
-            metrics.non_numeric,
-            min.non_numeric,
-            "non-digits",
-        ),
+        ("NOT_ENOUGH_SYMBOLS", metrics.symbols, min.symbols, "symbols"),
+        ("NOT_ENOUGH_NON_LETTER", metrics.non_letter, min.non_letter, "non-letters"),
+        ("NOT_ENOUGH_NON_DIGITS", metrics.non_numeric, min.non_numeric, "non-digits"),
     ];
     for (code, actual, required, what) in minima {
         if actual < required {
-            violations.push(Violation::new(
-                code,
-                format!("needs at least {required} {what}"),
-            ));
+            violations.push(Violation::new(code, format!("needs at least {required} {what}")));
         }
     }
     if metrics.max_sequence > min.seq_length {
         violations.push(Violation::new(
             "CONTAINS_SEQUENCE",
-            format!(
-                "contains a repeating or ordered sequence longer than {MAX_ALLOWED_SEQUENCE} characters"
-            ),
+            format!("contains a repeating or ordered sequence longer than {MAX_ALLOWED_SEQUENCE} characters"),
         ));
     }
     Verdict::from(violations, metrics)
@@ -536,20 +472,11 @@ mod tests {
     use super::*;
 
     fn policy(quality: Quality, min_length: u32, complexity: Complexity) -> AndroidPolicy {
-        AndroidPolicy {
-            quality,
-            min_length,
-            complexity,
-            ..AndroidPolicy::default()
-        }
+        AndroidPolicy { quality, min_length, complexity, ..AndroidPolicy::default() }
     }
 
     fn codes(p: &AndroidPolicy, candidate: &str) -> Vec<&'static str> {
-        check(p, candidate)
-            .violations
-            .iter()
-            .map(|v| v.code)
-            .collect()
+        check(p, candidate).violations.iter().map(|v| v.code).collect()
     }
 
     #[test]
@@ -581,72 +508,28 @@ mod tests {
             (policy(Q::Unspecified, 0, C::None), "", &[]),
             (policy(Q::Unspecified, 0, C::None), "abc", &["TOO_SHORT"]),
             (policy(Q::Unspecified, 8, C::None), "abcd", &[]),
-            (
-                policy(Q::Something, 0, C::None),
-                "",
-                &["WEAK_CREDENTIAL_TYPE"],
-            ),
+            (policy(Q::Something, 0, C::None), "", &["WEAK_CREDENTIAL_TYPE"]),
             (policy(Q::Numeric, 6, C::None), "12345", &["TOO_SHORT"]),
             (policy(Q::Numeric, 6, C::None), "123456", &[]),
-            (
-                policy(Q::NumericComplex, 4, C::None),
-                "1234",
-                &["CONTAINS_SEQUENCE"],
-            ),
-            (
-                policy(Q::NumericComplex, 4, C::None),
-                "1357",
-                &["CONTAINS_SEQUENCE"],
-            ),
+            (policy(Q::NumericComplex, 4, C::None), "1234", &["CONTAINS_SEQUENCE"]),
+            (policy(Q::NumericComplex, 4, C::None), "1357", &["CONTAINS_SEQUENCE"]),
             (policy(Q::NumericComplex, 4, C::None), "1593", &[]),
             (policy(Q::NumericComplex, 4, C::None), "1112", &[]),
-            (
-                policy(Q::NumericComplex, 4, C::None),
-                "11112",
-                &["CONTAINS_SEQUENCE"],
-            ),
-            (
-                policy(Q::Alphabetic, 4, C::None),
-                "1234",
-                &["WEAK_CREDENTIAL_TYPE"],
-            ),
+            (policy(Q::NumericComplex, 4, C::None), "11112", &["CONTAINS_SEQUENCE"]),
+            (policy(Q::Alphabetic, 4, C::None), "1234", &["WEAK_CREDENTIAL_TYPE"]),
             (policy(Q::Alphabetic, 4, C::None), "abcd", &[]),
-            (
-                policy(Q::Alphanumeric, 6, C::None),
-                "abcdef",
-                &["NOT_ENOUGH_DIGITS"],
-            ),
+            (policy(Q::Alphanumeric, 6, C::None), "abcdef", &["NOT_ENOUGH_DIGITS"]),
             (policy(Q::Alphanumeric, 6, C::None), "abc12", &["TOO_SHORT"]),
             (policy(Q::Alphanumeric, 6, C::None), "abc123", &[]),
-            (
-                policy(Q::Unspecified, 0, C::Low),
-                "",
-                &["WEAK_CREDENTIAL_TYPE"],
-            ),
-            (
-                policy(Q::Unspecified, 0, C::Medium),
-                "1234",
-                &["CONTAINS_SEQUENCE"],
-            ),
+            (policy(Q::Unspecified, 0, C::Low), "", &["WEAK_CREDENTIAL_TYPE"]),
+            (policy(Q::Unspecified, 0, C::Medium), "1234", &["CONTAINS_SEQUENCE"]),
             (policy(Q::Unspecified, 0, C::Medium), "1592", &[]),
             (policy(Q::Unspecified, 0, C::High), "159263", &["TOO_SHORT"]),
             (policy(Q::Unspecified, 0, C::High), "15926378", &[]),
             (policy(Q::Unspecified, 0, C::High), "abcfz1", &[]),
-            (
-                policy(Q::Unspecified, 0, C::High),
-                "abcdz1",
-                &["CONTAINS_SEQUENCE"],
-            ),
-            (
-                policy(Q::Unspecified, 0, C::None),
-                "a234567890abcdefg",
-                &["TOO_LONG"],
-            ),
-            (
-                policy(Q::Unspecified, 0, C::None),
-                "pässword",
-                &["CONTAINS_INVALID_CHARACTERS"],
-            ),
+            (policy(Q::Unspecified, 0, C::High), "abcdz1", &["CONTAINS_SEQUENCE"]),
+            (policy(Q::Unspecified, 0, C::None), "a234567890abcdefg", &["TOO_LONG"]),
+            (policy(Q::Unspecified, 0, C::None), "pässword", &["CONTAINS_INVALID_CHARACTERS"]),
         ];
         for (p, candidate, expected) in table {
             assert_eq!(codes(p, candidate), *expected, "{p:?} / {candidate:?}");
@@ -657,17 +540,10 @@ mod tests {
     fn complex_quality_uses_dpm_defaults_and_reports_every_minimum() {
         let p = policy(Quality::Complex, 8, Complexity::None);
         // Defaults: 1 letter, 1 digit, 1 symbol.
-        assert_eq!(
-            codes(&p, "abcdefgh"),
-            ["NOT_ENOUGH_DIGITS", "NOT_ENOUGH_SYMBOLS"]
-        );
+        assert_eq!(codes(&p, "abcdefgh"), ["NOT_ENOUGH_DIGITS", "NOT_ENOUGH_SYMBOLS"]);
         assert!(check(&p, "abcd12!x").compliant);
-        let strict = AndroidPolicy {
-            min_uppercase: Some(2),
-            min_lowercase: Some(2),
-            min_symbols: Some(0),
-            ..p.clone()
-        };
+        let strict =
+            AndroidPolicy { min_uppercase: Some(2), min_lowercase: Some(2), min_symbols: Some(0), ..p.clone() };
         assert_eq!(codes(&strict, "abcd1234"), ["NOT_ENOUGH_UPPER_CASE"]);
     }
 
@@ -675,18 +551,9 @@ mod tests {
     fn complexity_is_reported_in_metrics() {
         let p = AndroidPolicy::default();
         let v = check(&p, "15926378");
-        assert_eq!(
-            v.metrics.extra.get("complexity").map(String::as_str),
-            Some("high")
-        );
-        assert_eq!(
-            v.metrics.extra.get("credential_type").map(String::as_str),
-            Some("pin")
-        );
+        assert_eq!(v.metrics.extra.get("complexity").map(String::as_str), Some("high"));
+        assert_eq!(v.metrics.extra.get("credential_type").map(String::as_str), Some("pin"));
         let v = check(&p, "1234");
-        assert_eq!(
-            v.metrics.extra.get("complexity").map(String::as_str),
-            Some("low")
-        );
+        assert_eq!(v.metrics.extra.get("complexity").map(String::as_str), Some("low"));
     }
 }

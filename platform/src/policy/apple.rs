@@ -56,27 +56,17 @@ impl Default for ApplePolicy {
 impl ApplePolicy {
     /// The policy a User Enrollment device actually enforces for this payload.
     pub fn for_user_enrollment(&self) -> Self {
-        Self {
-            allow_simple: false,
-            min_length: 6,
-            ..self.clone()
-        }
+        Self { allow_simple: false, min_length: 6, ..self.clone() }
     }
 }
 
 /// True when the whole passcode is one repeated character or one ascending/descending run.
 pub fn is_simple(candidate: &str) -> bool {
-    let folded: Vec<u32> = candidate
-        .chars()
-        .map(|c| c.to_ascii_lowercase() as u32)
-        .collect();
+    let folded: Vec<u32> = candidate.chars().map(|c| c.to_ascii_lowercase() as u32).collect();
     if folded.len() < 2 {
         return !folded.is_empty();
     }
-    let steps: Vec<i64> = folded
-        .windows(2)
-        .map(|w| i64::from(w[1]) - i64::from(w[0]))
-        .collect();
+    let steps: Vec<i64> = folded.windows(2).map(|w| i64::from(w[1]) - i64::from(w[0])).collect();
     let first = steps[0];
     (first == 0 || first == 1 || first == -1) && steps.iter().all(|&s| s == first)
 }
@@ -90,10 +80,7 @@ pub fn check(policy: &ApplePolicy, candidate: &str) -> Verdict {
     let mut violations = Vec::new();
     let min_length = policy.min_length.min(MAX_MIN_LENGTH) as usize;
     if length < min_length {
-        violations.push(Violation::new(
-            "TOO_SHORT",
-            format!("shorter than minLength {min_length}"),
-        ));
+        violations.push(Violation::new("TOO_SHORT", format!("shorter than minLength {min_length}")));
     }
     if policy.require_alphanumeric && letters == 0 {
         violations.push(Violation::new(
@@ -110,10 +97,7 @@ pub fn check(policy: &ApplePolicy, candidate: &str) -> Verdict {
     if complex < policy.min_complex_chars as usize {
         violations.push(Violation::new(
             "NOT_ENOUGH_COMPLEX_CHARS",
-            format!(
-                "needs at least {} non-alphanumeric characters (minComplexChars)",
-                policy.min_complex_chars
-            ),
+            format!("needs at least {} non-alphanumeric characters (minComplexChars)", policy.min_complex_chars),
         ));
     }
     Verdict::from(violations, metrics)
@@ -137,34 +121,14 @@ mod tests {
             (&base, "", &[]),
             (&base, "1111", &[]),
             (&strict, "xqz", &["TOO_SHORT", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (
-                &strict,
-                "123456",
-                &[
-                    "REQUIRES_ALPHANUMERIC",
-                    "SIMPLE_PASSCODE",
-                    "NOT_ENOUGH_COMPLEX_CHARS",
-                ],
-            ),
-            (
-                &strict,
-                "abcdef",
-                &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"],
-            ),
-            (
-                &strict,
-                "fedcba",
-                &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"],
-            ),
+            (&strict, "123456", &["REQUIRES_ALPHANUMERIC", "SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
+            (&strict, "abcdef", &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
+            (&strict, "fedcba", &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
             (&strict, "fedcba!", &[]),
             (&strict, "a1b2c3!", &[]),
         ];
         for (p, candidate, expected) in table {
-            let got: Vec<_> = check(p, candidate)
-                .violations
-                .iter()
-                .map(|v| v.code)
-                .collect();
+            let got: Vec<_> = check(p, candidate).violations.iter().map(|v| v.code).collect();
             assert_eq!(got, *expected, "{candidate:?}");
         }
     }

@@ -33,18 +33,13 @@ fn shape(policy: &PasscodePolicy) -> Shape {
             };
             let length = (p.min_length as usize).max(floor).min(16);
             if wants_pin {
-                return Shape {
-                    length,
-                    required: vec![DIGITS],
-                    pool: vec![DIGITS],
-                };
+                return Shape { length, required: vec![DIGITS], pool: vec![DIGITS] };
             }
             let mut required: Vec<&'static [u8]> = vec![LOWER, DIGITS];
             let n = |v: Option<u32>, default: u32| v.unwrap_or(default) as usize;
             let mut extra: Vec<&'static [u8]> = Vec::new();
             if p.quality == Quality::Complex {
-                let symbols = n(p.min_symbols, 1)
-                    .max(n(p.min_nonletter, 0).saturating_sub(n(p.min_digits, 1)));
+                let symbols = n(p.min_symbols, 1).max(n(p.min_nonletter, 0).saturating_sub(n(p.min_digits, 1)));
                 for (class, count) in [
                     (UPPER, n(p.min_uppercase, 0)),
                     (LOWER, n(p.min_lowercase, 0) + n(p.min_letters, 1)),
@@ -56,11 +51,7 @@ fn shape(policy: &PasscodePolicy) -> Shape {
             }
             required.extend(extra);
             let length = length.max(required.len()).min(16);
-            Shape {
-                length,
-                required,
-                pool: vec![LOWER, UPPER, DIGITS],
-            }
+            Shape { length, required, pool: vec![LOWER, UPPER, DIGITS] }
         }
         PasscodePolicy::Apple(p) => {
             let length = (p.min_length as usize).max(6);
@@ -69,43 +60,20 @@ fn shape(policy: &PasscodePolicy) -> Shape {
                 required.push(LOWER);
             }
             required.extend(std::iter::repeat_n(SYMBOLS, p.min_complex_chars as usize));
-            let pool: Vec<&'static [u8]> = if p.require_alphanumeric {
-                vec![LOWER, DIGITS]
-            } else {
-                vec![DIGITS]
-            };
-            Shape {
-                length: length.max(required.len()),
-                required,
-                pool,
-            }
+            let pool: Vec<&'static [u8]> = if p.require_alphanumeric { vec![LOWER, DIGITS] } else { vec![DIGITS] };
+            Shape { length: length.max(required.len()), required, pool }
         }
         PasscodePolicy::Windows(p) => {
-            let classes = [
-                (p.uppercase, UPPER),
-                (p.lowercase, LOWER),
-                (p.digits, DIGITS),
-                (p.special, SYMBOLS),
-            ];
-            let required: Vec<&'static [u8]> = classes
-                .iter()
-                .filter(|(r, _)| *r == CharRule::Required)
-                .map(|(_, c)| *c)
-                .collect();
-            let mut pool: Vec<&'static [u8]> = classes
-                .iter()
-                .filter(|(r, c)| *r != CharRule::Disallowed && *c != SYMBOLS)
-                .map(|(_, c)| *c)
-                .collect();
+            let classes = [(p.uppercase, UPPER), (p.lowercase, LOWER), (p.digits, DIGITS), (p.special, SYMBOLS)];
+            let required: Vec<&'static [u8]> =
+                classes.iter().filter(|(r, _)| *r == CharRule::Required).map(|(_, c)| *c).collect();
+            let mut pool: Vec<&'static [u8]> =
+                classes.iter().filter(|(r, c)| *r != CharRule::Disallowed && *c != SYMBOLS).map(|(_, c)| *c).collect();
             if pool.is_empty() && p.special != CharRule::Disallowed {
                 pool.push(SYMBOLS);
             }
             let length = (p.min_length as usize).max(6).min(p.max_length as usize);
-            Shape {
-                length: length.max(required.len()),
-                required,
-                pool,
-            }
+            Shape { length: length.max(required.len()), required, pool }
         }
     }
 }
@@ -118,11 +86,7 @@ pub fn temporary_passcode(policy: &PasscodePolicy) -> Result<Secret, String> {
     }
     let mut rng = rand::rng();
     for _ in 0..MAX_ATTEMPTS {
-        let mut chars: Vec<u8> = shape
-            .required
-            .iter()
-            .map(|class| class[rng.random_range(0..class.len())])
-            .collect();
+        let mut chars: Vec<u8> = shape.required.iter().map(|class| class[rng.random_range(0..class.len())]).collect();
         while chars.len() < shape.length {
             let class = shape.pool[rng.random_range(0..shape.pool.len())];
             chars.push(class[rng.random_range(0..class.len())]);
@@ -133,10 +97,7 @@ pub fn temporary_passcode(policy: &PasscodePolicy) -> Result<Secret, String> {
             return Ok(candidate);
         }
     }
-    Err(format!(
-        "no compliant passcode found for this {} policy",
-        policy.dialect()
-    ))
+    Err(format!("no compliant passcode found for this {} policy", policy.dialect()))
 }
 
 #[cfg(test)]
@@ -159,20 +120,11 @@ mod tests {
     }
 
     fn complexity() -> impl Strategy<Value = Complexity> {
-        prop_oneof![
-            Just(Complexity::None),
-            Just(Complexity::Low),
-            Just(Complexity::Medium),
-            Just(Complexity::High),
-        ]
+        prop_oneof![Just(Complexity::None), Just(Complexity::Low), Just(Complexity::Medium), Just(Complexity::High),]
     }
 
     fn rule() -> impl Strategy<Value = CharRule> {
-        prop_oneof![
-            Just(CharRule::Allowed),
-            Just(CharRule::Required),
-            Just(CharRule::Disallowed)
-        ]
+        prop_oneof![Just(CharRule::Allowed), Just(CharRule::Required), Just(CharRule::Disallowed)]
     }
 
     proptest! {

@@ -62,10 +62,7 @@ pub struct Violation {
 
 impl Violation {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -108,19 +105,11 @@ pub struct Verdict {
 
 impl Verdict {
     pub(crate) fn from(violations: Vec<Violation>, metrics: Metrics) -> Self {
-        Self {
-            compliant: violations.is_empty(),
-            violations,
-            metrics,
-        }
+        Self { compliant: violations.is_empty(), violations, metrics }
     }
 
     /// The violations as one admin-readable line.
     pub fn summary(&self) -> String {
-        self.violations
-            .iter()
-            .map(|v| v.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
+        self.violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join("; ")
     }
 }

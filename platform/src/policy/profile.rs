@@ -37,30 +37,22 @@ pub enum ProfileError {
 }
 
 fn field(key: &str, problem: impl Into<String>) -> ProfileError {
-    ProfileError::Field {
-        key: key.to_owned(),
-        problem: problem.into(),
-    }
+    ProfileError::Field { key: key.to_owned(), problem: problem.into() }
 }
 
 /// Reads a policy document, detecting its form.
 pub fn parse(bytes: &[u8]) -> Result<PasscodePolicy, ProfileError> {
     let text = std::str::from_utf8(bytes).unwrap_or("");
     let trimmed = text.trim_start();
-    if bytes.starts_with(b"bplist") || trimmed.starts_with("<?xml") || trimmed.starts_with("<plist")
-    {
+    if bytes.starts_with(b"bplist") || trimmed.starts_with("<?xml") || trimmed.starts_with("<plist") {
         return parse_apple(bytes).map(PasscodePolicy::Apple);
     }
     if trimmed.starts_with('{') {
-        let value: Value =
-            serde_json::from_str(trimmed).map_err(|e| ProfileError::Format(e.to_string()))?;
+        let value: Value = serde_json::from_str(trimmed).map_err(|e| ProfileError::Format(e.to_string()))?;
         let Value::Object(map) = value else {
             return Err(ProfileError::Format("expected a JSON object".into()));
         };
-        if map
-            .keys()
-            .any(|k| k.starts_with("password") || k.starts_with("requiredPassword"))
-        {
+        if map.keys().any(|k| k.starts_with("password") || k.starts_with("requiredPassword")) {
             return parse_android(&map).map(PasscodePolicy::Android);
         }
         let nodes = map.into_iter().collect::<Vec<_>>();
@@ -68,48 +60,29 @@ pub fn parse(bytes: &[u8]) -> Result<PasscodePolicy, ProfileError> {
     }
     if trimmed.contains("PINComplexity/") {
         let mut nodes = Vec::new();
-        for line in trimmed
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let (path, value) = line
-                .split_once('=')
-                .ok_or_else(|| ProfileError::Format(format!("expected `path = value`: {line}")))?;
-            let name = path
-                .trim()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+        for line in trimmed.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (path, value) =
+                line.split_once('=').ok_or_else(|| ProfileError::Format(format!("expected `path = value`: {line}")))?;
+            let name = path.trim().rsplit('/').next().unwrap_or_default().to_owned();
             let value = value.trim();
-            let json = value
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or(Value::from(value));
+            let json = value.parse::<i64>().map(Value::from).unwrap_or(Value::from(value));
             nodes.push((name, json));
         }
         return parse_windows(nodes).map(PasscodePolicy::Windows);
     }
-    Err(ProfileError::Format(
-        "expected a plist, a JSON object or PINComplexity OMA-URI lines".into(),
-    ))
+    Err(ProfileError::Format("expected a plist, a JSON object or PINComplexity OMA-URI lines".into()))
 }
 
 fn parse_apple(bytes: &[u8]) -> Result<ApplePolicy, ProfileError> {
-    let value = plist::Value::from_reader(Cursor::new(bytes))
-        .map_err(|e| ProfileError::Format(format!("plist: {e}")))?;
-    let dict = value
-        .as_dictionary()
-        .ok_or_else(|| ProfileError::Format("plist root is not a dictionary".into()))?;
+    let value =
+        plist::Value::from_reader(Cursor::new(bytes)).map_err(|e| ProfileError::Format(format!("plist: {e}")))?;
+    let dict = value.as_dictionary().ok_or_else(|| ProfileError::Format("plist root is not a dictionary".into()))?;
     // A full configuration profile nests the payload in PayloadContent.
     let payload = match dict.get("PayloadContent").and_then(plist::Value::as_array) {
         Some(contents) => contents
             .iter()
             .filter_map(plist::Value::as_dictionary)
-            .find(|d| {
-                d.get("PayloadType").and_then(plist::Value::as_string) == Some(APPLE_PAYLOAD_TYPE)
-            })
+            .find(|d| d.get("PayloadType").and_then(plist::Value::as_string) == Some(APPLE_PAYLOAD_TYPE))
             .ok_or(ProfileError::NoPasscodePayload)?,
         None => dict,
     };
@@ -126,9 +99,7 @@ fn parse_apple(bytes: &[u8]) -> Result<ApplePolicy, ProfileError> {
     let boolean = |key: &str, default: bool| -> Result<bool, ProfileError> {
         match payload.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_boolean()
-                .ok_or_else(|| field(key, "expected a boolean")),
+            Some(v) => v.as_boolean().ok_or_else(|| field(key, "expected a boolean")),
         }
     };
     let policy = ApplePolicy {
@@ -162,10 +133,7 @@ fn android_quality(value: &Value) -> Option<Quality> {
             _ => return None,
         });
     }
-    let name = value
-        .as_str()?
-        .trim_start_matches("PASSWORD_QUALITY_")
-        .to_ascii_lowercase();
+    let name = value.as_str()?.trim_start_matches("PASSWORD_QUALITY_").to_ascii_lowercase();
     Quality::parse(&name.replace('_', "-"))
 }
 
@@ -179,10 +147,7 @@ fn android_complexity(value: &Value) -> Option<Complexity> {
             _ => return None,
         });
     }
-    let name = value
-        .as_str()?
-        .trim_start_matches("PASSWORD_COMPLEXITY_")
-        .to_ascii_lowercase();
+    let name = value.as_str()?.trim_start_matches("PASSWORD_COMPLEXITY_").to_ascii_lowercase();
     Complexity::parse(&name)
 }
 
@@ -203,8 +168,7 @@ fn parse_android(map: &serde_json::Map<String, Value>) -> Result<AndroidPolicy, 
     };
     let complexity = match map.get("requiredPasswordComplexity") {
         None => Complexity::None,
-        Some(v) => android_complexity(v)
-            .ok_or_else(|| field("requiredPasswordComplexity", "unknown complexity"))?,
+        Some(v) => android_complexity(v).ok_or_else(|| field("requiredPasswordComplexity", "unknown complexity"))?,
     };
     Ok(AndroidPolicy {
         quality,
@@ -222,17 +186,11 @@ fn parse_android(map: &serde_json::Map<String, Value>) -> Result<AndroidPolicy, 
 fn parse_windows(nodes: Vec<(String, Value)>) -> Result<WindowsPolicy, ProfileError> {
     let mut policy = WindowsPolicy::default();
     for (name, value) in nodes {
-        let int = value
-            .as_i64()
-            .ok_or_else(|| field(&name, "expected an integer"))?;
+        let int = value.as_i64().ok_or_else(|| field(&name, "expected an integer"))?;
         let rule = || CharRule::from_csp(int).ok_or_else(|| field(&name, "expected 0, 1 or 2"));
         match name.as_str() {
-            "MinimumPINLength" => {
-                policy.min_length = u32::try_from(int).map_err(|_| field(&name, "out of range"))?
-            }
-            "MaximumPINLength" => {
-                policy.max_length = u32::try_from(int).map_err(|_| field(&name, "out of range"))?
-            }
+            "MinimumPINLength" => policy.min_length = u32::try_from(int).map_err(|_| field(&name, "out of range"))?,
+            "MaximumPINLength" => policy.max_length = u32::try_from(int).map_err(|_| field(&name, "out of range"))?,
             "UppercaseLetters" => policy.uppercase = rule()?,
             "LowercaseLetters" => policy.lowercase = rule()?,
             "Digits" => policy.digits = rule()?,
@@ -274,10 +232,7 @@ mod tests {
             max_failed_attempts: 10,
             ..ApplePolicy::default()
         };
-        assert_eq!(
-            parse(PROFILE.as_bytes()),
-            Ok(PasscodePolicy::Apple(expected.clone()))
-        );
+        assert_eq!(parse(PROFILE.as_bytes()), Ok(PasscodePolicy::Apple(expected.clone())));
         let value = plist::Value::from_reader_xml(PROFILE.as_bytes()).expect("xml");
         let mut binary = Vec::new();
         value.to_writer_binary(&mut binary).expect("binary");
@@ -286,20 +241,12 @@ mod tests {
 
     #[test]
     fn reads_android_dpm_fields_by_name_and_constant() {
-        let by_name =
-            br#"{"passwordQuality":"PASSWORD_QUALITY_NUMERIC_COMPLEX","passwordMinimumLength":6}"#;
+        let by_name = br#"{"passwordQuality":"PASSWORD_QUALITY_NUMERIC_COMPLEX","passwordMinimumLength":6}"#;
         let by_int = br#"{"passwordQuality":196608,"passwordMinimumLength":6,"requiredPasswordComplexity":327680}"#;
-        let PasscodePolicy::Android(a) = parse(by_name).expect("by name") else {
-            panic!("dialect")
-        };
+        let PasscodePolicy::Android(a) = parse(by_name).expect("by name") else { panic!("dialect") };
         assert_eq!((a.quality, a.min_length), (Quality::NumericComplex, 6));
-        let PasscodePolicy::Android(b) = parse(by_int).expect("by int") else {
-            panic!("dialect")
-        };
-        assert_eq!(
-            (b.quality, b.complexity),
-            (Quality::NumericComplex, Complexity::High)
-        );
+        let PasscodePolicy::Android(b) = parse(by_int).expect("by int") else { panic!("dialect") };
+        assert_eq!((b.quality, b.complexity), (Quality::NumericComplex, Complexity::High));
         assert!(parse(br#"{"passwordQuality":"BOGUS"}"#).is_err());
     }
 
@@ -307,13 +254,8 @@ mod tests {
     fn reads_pincomplexity_oma_uri_lines() {
         let doc = b"./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/MinimumPINLength = 6\n\
                     ./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/LowercaseLetters = 0\n";
-        let PasscodePolicy::Windows(w) = parse(doc).expect("parse") else {
-            panic!("dialect")
-        };
-        assert_eq!(
-            (w.min_length, w.lowercase, w.digits),
-            (6, CharRule::Allowed, CharRule::Required)
-        );
+        let PasscodePolicy::Windows(w) = parse(doc).expect("parse") else { panic!("dialect") };
+        assert_eq!((w.min_length, w.lowercase, w.digits), (6, CharRule::Allowed, CharRule::Required));
         let bad = b"./Device/Vendor/MSFT/PassportForWork/t/Policies/PINComplexity/Digits = 7\n";
         assert!(matches!(parse(bad), Err(ProfileError::Field { .. })));
     }

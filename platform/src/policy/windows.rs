@@ -87,17 +87,12 @@ impl WindowsPolicy {
     pub fn validate(&self) -> Result<(), String> {
         let range = MIN_PIN_LENGTH..=MAX_PIN_LENGTH;
         if !range.contains(&self.min_length) || !range.contains(&self.max_length) {
-            return Err(format!(
-                "PIN lengths must be within {MIN_PIN_LENGTH}..={MAX_PIN_LENGTH}"
-            ));
+            return Err(format!("PIN lengths must be within {MIN_PIN_LENGTH}..={MAX_PIN_LENGTH}"));
         }
         if self.min_length > self.max_length {
             return Err("MinimumPINLength is greater than MaximumPINLength".into());
         }
-        if [self.uppercase, self.lowercase, self.digits, self.special]
-            .iter()
-            .all(|r| *r == CharRule::Disallowed)
-        {
+        if [self.uppercase, self.lowercase, self.digits, self.special].iter().all(|r| *r == CharRule::Disallowed) {
             return Err("every character class is disallowed: no PIN could satisfy it".into());
         }
         Ok(())
@@ -119,21 +114,12 @@ pub fn check(policy: &WindowsPolicy, candidate: &str) -> Verdict {
     }
     let length = candidate.chars().count();
     if length < policy.min_length as usize {
-        violations.push(Violation::new(
-            "TOO_SHORT",
-            format!("shorter than MinimumPINLength {}", policy.min_length),
-        ));
+        violations.push(Violation::new("TOO_SHORT", format!("shorter than MinimumPINLength {}", policy.min_length)));
     }
     if length > policy.max_length as usize {
-        violations.push(Violation::new(
-            "TOO_LONG",
-            format!("longer than MaximumPINLength {}", policy.max_length),
-        ));
+        violations.push(Violation::new("TOO_LONG", format!("longer than MaximumPINLength {}", policy.max_length)));
     }
-    if candidate
-        .chars()
-        .any(|c| !(c.is_ascii_alphanumeric() || is_special(c)))
-    {
+    if candidate.chars().any(|c| !(c.is_ascii_alphanumeric() || is_special(c))) {
         violations.push(Violation::new(
             "CONTAINS_INVALID_CHARACTERS",
             "contains a character a Windows Hello PIN cannot hold (non-ASCII or control)",
@@ -171,14 +157,12 @@ pub fn check(policy: &WindowsPolicy, candidate: &str) -> Verdict {
     ];
     for (rule, count, what, required_code, disallowed_code) in classes {
         match rule {
-            CharRule::Required if count == 0 => violations.push(Violation::new(
-                required_code,
-                format!("needs at least one of the {what}"),
-            )),
-            CharRule::Disallowed if count > 0 => violations.push(Violation::new(
-                disallowed_code,
-                format!("{what} are not allowed"),
-            )),
+            CharRule::Required if count == 0 => {
+                violations.push(Violation::new(required_code, format!("needs at least one of the {what}")))
+            }
+            CharRule::Disallowed if count > 0 => {
+                violations.push(Violation::new(disallowed_code, format!("{what} are not allowed")))
+            }
             _ => {}
         }
     }
@@ -204,36 +188,21 @@ mod tests {
             (&default, "1234", &[]),
             (&default, "123", &["TOO_SHORT"]),
             (&default, "12a4", &["LOWERCASE_DISALLOWED"]),
-            (
-                &default,
-                "abcd",
-                &["LOWERCASE_DISALLOWED", "DIGITS_REQUIRED"],
-            ),
-            (
-                &mixed,
-                "abcdefghi",
-                &["TOO_LONG", "UPPERCASE_REQUIRED", "DIGITS_REQUIRED"],
-            ),
+            (&default, "abcd", &["LOWERCASE_DISALLOWED", "DIGITS_REQUIRED"]),
+            (&mixed, "abcdefghi", &["TOO_LONG", "UPPERCASE_REQUIRED", "DIGITS_REQUIRED"]),
             (&mixed, "Abc12!", &["SPECIAL_DISALLOWED"]),
             (&mixed, "Abc123", &[]),
             (&mixed, "Abc12é", &["CONTAINS_INVALID_CHARACTERS"]),
         ];
         for (p, candidate, expected) in table {
-            let got: Vec<_> = check(p, candidate)
-                .violations
-                .iter()
-                .map(|v| v.code)
-                .collect();
+            let got: Vec<_> = check(p, candidate).violations.iter().map(|v| v.code).collect();
             assert_eq!(got, *expected, "{candidate:?}");
         }
     }
 
     #[test]
     fn impossible_policy_is_named() {
-        let p = WindowsPolicy {
-            digits: CharRule::Disallowed,
-            ..WindowsPolicy::default()
-        };
+        let p = WindowsPolicy { digits: CharRule::Disallowed, ..WindowsPolicy::default() };
         assert_eq!(check(&p, "1234").violations[0].code, "INVALID_POLICY");
     }
 }

@@ -27,20 +27,13 @@ impl SimPort {
     /// Opens the simulator at `path` (the file must exist: `latchkey sim init`).
     pub fn open(path: &Path) -> Result<Self, PortError> {
         SimState::load(path).map_err(|e| PortError::Io(e.to_string()))?;
-        Ok(Self {
-            path: path.to_owned(),
-        })
+        Ok(Self { path: path.to_owned() })
     }
 
-    fn update<T>(
-        &mut self,
-        f: impl FnOnce(&mut SimState) -> Result<T, PortError>,
-    ) -> Result<T, PortError> {
+    fn update<T>(&mut self, f: impl FnOnce(&mut SimState) -> Result<T, PortError>) -> Result<T, PortError> {
         let mut state = SimState::load(&self.path).map_err(|e| PortError::Io(e.to_string()))?;
         let value = f(&mut state)?;
-        state
-            .save(&self.path)
-            .map_err(|e| PortError::Io(e.to_string()))?;
+        state.save(&self.path).map_err(|e| PortError::Io(e.to_string()))?;
         Ok(value)
     }
 
@@ -65,12 +58,7 @@ impl DevicePort for SimPort {
         })
     }
 
-    fn set_credential(
-        &mut self,
-        scope: Scope,
-        passcode: &Secret,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError> {
+    fn set_credential(&mut self, scope: Scope, passcode: &Secret, effect: EffectId<'_>) -> Result<(), PortError> {
         self.update(|s| s.set_passcode(scope, passcode, Some(effect)))
     }
 
@@ -89,11 +77,7 @@ impl DevicePort for SimPort {
         })
     }
 
-    fn clear_passcode(
-        &mut self,
-        unlock_token: &SecretBytes,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError> {
+    fn clear_passcode(&mut self, unlock_token: &SecretBytes, effect: EffectId<'_>) -> Result<(), PortError> {
         self.update(|s| s.clear_passcode(unlock_token, effect))
     }
 
@@ -134,11 +118,6 @@ impl DevicePort for SimPort {
     }
 
     fn effect_applied(&mut self, command_id: &str) -> Result<Option<bool>, PortError> {
-        Ok(Some(
-            self.read()?
-                .effects
-                .iter()
-                .any(|e| e.command_id == command_id),
-        ))
+        Ok(Some(self.read()?.effects.iter().any(|e| e.command_id == command_id)))
     }
 }

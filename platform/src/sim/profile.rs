@@ -37,13 +37,7 @@ fn android_pin_policy() -> PasscodePolicy {
     })
 }
 
-fn facts(
-    platform: Platform,
-    os_version: &str,
-    api_level: u32,
-    mode: ManagementMode,
-    model: &str,
-) -> DeviceFacts {
+fn facts(platform: Platform, os_version: &str, api_level: u32, mode: ManagementMode, model: &str) -> DeviceFacts {
     DeviceFacts {
         platform,
         os_version: os_version.to_owned(),
@@ -72,20 +66,12 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
     use Platform as P;
     // (facts, device policy, work-profile policy, device passcode set, work-profile passcode set)
     let (facts, device_policy, wp_policy, device_pin, wp_pin) = match name {
-        "android6-da" => (
-            facts(P::Android, "6.0.1", 23, M::DeviceAdmin, "Nexus 5X"),
-            Some(android_pin_policy()),
-            None,
-            true,
-            false,
-        ),
-        "android7-da" => (
-            facts(P::Android, "7.1.2", 25, M::DeviceAdmin, "Pixel"),
-            Some(android_pin_policy()),
-            None,
-            true,
-            false,
-        ),
+        "android6-da" => {
+            (facts(P::Android, "6.0.1", 23, M::DeviceAdmin, "Nexus 5X"), Some(android_pin_policy()), None, true, false)
+        }
+        "android7-da" => {
+            (facts(P::Android, "7.1.2", 25, M::DeviceAdmin, "Pixel"), Some(android_pin_policy()), None, true, false)
+        }
         "android-do" => (
             facts(P::Android, "13", 33, M::DeviceOwner, "Pixel 7 (dedicated)"),
             Some(android_pin_policy()),
@@ -115,52 +101,28 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
             true,
         ),
         "aosp-user" => (
-            facts(
-                P::Aosp,
-                "12",
-                31,
-                M::AospUserAssociated,
-                "RealWear Navigator",
-            ),
+            facts(P::Aosp, "12", 31, M::AospUserAssociated, "RealWear Navigator"),
             Some(android_pin_policy()),
             None,
             true,
             false,
         ),
-        "aosp-userless" => (
-            facts(P::Aosp, "12", 31, M::AospUserless, "Zebra TC58"),
-            None,
-            None,
-            false,
-            false,
-        ),
+        "aosp-userless" => (facts(P::Aosp, "12", 31, M::AospUserless, "Zebra TC58"), None, None, false, false),
         "ios" => (
             facts(P::Ios, "17.4", 0, M::AppleDevice, "iPhone 15"),
-            Some(PasscodePolicy::Apple(ApplePolicy {
-                min_length: 6,
-                allow_simple: false,
-                ..ApplePolicy::default()
-            })),
+            Some(PasscodePolicy::Apple(ApplePolicy { min_length: 6, allow_simple: false, ..ApplePolicy::default() })),
             None,
             true,
             false,
         ),
         "ios-user-enrollment" => (
             facts(P::Ios, "17.4", 0, M::AppleUserEnrollment, "iPhone 14"),
-            Some(PasscodePolicy::Apple(
-                ApplePolicy::default().for_user_enrollment(),
-            )),
+            Some(PasscodePolicy::Apple(ApplePolicy::default().for_user_enrollment())),
             None,
             true,
             false,
         ),
-        "macos" => (
-            facts(P::Macos, "14.4", 0, M::AppleDevice, "MacBook Air"),
-            None,
-            None,
-            true,
-            false,
-        ),
+        "macos" => (facts(P::Macos, "14.4", 0, M::AppleDevice, "MacBook Air"), None, None, true, false),
         "windows" => (
             facts(P::Windows, "10.0.22631", 0, M::WindowsMdm, "Surface Laptop"),
             Some(PasscodePolicy::Windows(WindowsPolicy::default())),
@@ -169,50 +131,29 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
             false,
         ),
         "windows10-mobile" => {
-            let mut f = facts(
-                P::WindowsMobile,
-                "10.0.15063",
-                0,
-                M::WindowsMdm,
-                "Lumia 950",
-            );
+            let mut f = facts(P::WindowsMobile, "10.0.15063", 0, M::WindowsMdm, "Lumia 950");
             f.entra_joined = true;
             f.pin_recovery_enabled = !options.pin_recovery_disabled;
             (
                 f,
-                Some(PasscodePolicy::Windows(WindowsPolicy {
-                    min_length: 6,
-                    ..WindowsPolicy::default()
-                })),
+                Some(PasscodePolicy::Windows(WindowsPolicy { min_length: 6, ..WindowsPolicy::default() })),
                 None,
                 true,
                 false,
             )
         }
         other => {
-            return Err(PortError::Refused(format!(
-                "unknown profile {other:?}; known profiles: {}",
-                NAMES.join(", ")
-            )))
+            return Err(PortError::Refused(format!("unknown profile {other:?}; known profiles: {}", NAMES.join(", "))))
         }
     };
-    let device_policy = if options.no_passcode_policy {
-        None
-    } else {
-        options.device_policy.clone().or(device_policy)
-    };
-    let unlock_token =
-        (facts.platform == P::Ios).then(|| SecretBytes::random(32).to_hex().expose().to_owned());
+    let device_policy = if options.no_passcode_policy { None } else { options.device_policy.clone().or(device_policy) };
+    let unlock_token = (facts.platform == P::Ios).then(|| SecretBytes::random(32).to_hex().expose().to_owned());
     let mut state = SimState {
         profile: name.to_owned(),
         facts,
         device_policy,
         // For work-profile devices "no passcode policy" means no work-profile policy either.
-        work_profile_policy: if options.no_passcode_policy {
-            None
-        } else {
-            wp_policy
-        },
+        work_profile_policy: if options.no_passcode_policy { None } else { wp_policy },
         device_passcode: None,
         work_profile_passcode: None,
         reset_token: None,

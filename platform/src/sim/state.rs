@@ -65,15 +65,11 @@ pub struct SimState {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn hash(secret: &str) -> Result<String, PortError> {
-    let params =
-        sha_crypt::Sha512Params::new(5_000).map_err(|_| PortError::Io("crypt params".into()))?;
+    let params = sha_crypt::Sha512Params::new(5_000).map_err(|_| PortError::Io("crypt params".into()))?;
     sha_crypt::sha512_simple(secret, &params).map_err(|_| PortError::Io("crypt failed".into()))
 }
 
@@ -85,8 +81,7 @@ impl SimState {
     /// Reads a state file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{}: not a simulator state file: {e}", path.display()))
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a simulator state file: {e}", path.display()))
     }
 
     /// Writes the state file atomically (0600).
@@ -96,11 +91,7 @@ impl SimState {
     }
 
     pub(crate) fn record(&mut self, effect: EffectId<'_>, kind: &str) {
-        self.effects.push(Effect {
-            command_id: effect.0.to_owned(),
-            kind: kind.to_owned(),
-            at_unix_ms: now_ms(),
-        });
+        self.effects.push(Effect { command_id: effect.0.to_owned(), kind: kind.to_owned(), at_unix_ms: now_ms() });
     }
 
     /// The credential the reset token is bound to is present.
@@ -114,10 +105,8 @@ impl SimState {
 
     /// The reset-token state as the device reports it.
     pub fn reset_token_state(&self) -> ResetTokenState {
-        if !matches!(
-            self.facts.platform,
-            crate::facts::Platform::Android | crate::facts::Platform::Aosp
-        ) || self.facts.api_level < crate::decide::android::RESET_TOKEN_API
+        if !matches!(self.facts.platform, crate::facts::Platform::Android | crate::facts::Platform::Aosp)
+            || self.facts.api_level < crate::decide::android::RESET_TOKEN_API
         {
             return ResetTokenState::NotApplicable;
         }
@@ -129,32 +118,20 @@ impl SimState {
     }
 
     pub(crate) fn reset_token_matches(&self, token: &SecretBytes) -> bool {
-        self.reset_token
-            .as_ref()
-            .is_some_and(|t| matches(token.to_hex().expose(), &t.hash))
+        self.reset_token.as_ref().is_some_and(|t| matches(token.to_hex().expose(), &t.hash))
     }
 
     /// `setResetPasswordToken`: active at once when no credential is set, otherwise only after
     /// the user confirms their credential (AOSP `DevicePolicyManager` semantics).
-    pub(crate) fn register_reset_token(
-        &mut self,
-        token: &SecretBytes,
-    ) -> Result<ResetTokenState, PortError> {
+    pub(crate) fn register_reset_token(&mut self, token: &SecretBytes) -> Result<ResetTokenState, PortError> {
         if self.reset_token_state() == ResetTokenState::NotApplicable {
-            return Err(PortError::Unsupported(
-                "register a reset token on this platform",
-            ));
+            return Err(PortError::Unsupported("register a reset token on this platform"));
         }
         if token.expose().len() < 32 {
-            return Err(PortError::Refused(
-                "reset token must be at least 32 bytes".into(),
-            ));
+            return Err(PortError::Refused("reset token must be at least 32 bytes".into()));
         }
         let active = !self.token_credential_present();
-        self.reset_token = Some(ResetTokenRecord {
-            hash: hash(token.to_hex().expose())?,
-            active,
-        });
+        self.reset_token = Some(ResetTokenRecord { hash: hash(token.to_hex().expose())?, active });
         Ok(self.reset_token_state())
     }
 
@@ -197,16 +174,8 @@ impl SimState {
         Ok(())
     }
 
-    pub(crate) fn clear_passcode(
-        &mut self,
-        unlock_token: &SecretBytes,
-        effect: EffectId<'_>,
-    ) -> Result<(), PortError> {
-        let device = self
-            .unlock_token
-            .as_deref()
-            .and_then(SecretBytes::from_hex)
-            .ok_or(PortError::TokenMismatch)?;
+    pub(crate) fn clear_passcode(&mut self, unlock_token: &SecretBytes, effect: EffectId<'_>) -> Result<(), PortError> {
+        let device = self.unlock_token.as_deref().and_then(SecretBytes::from_hex).ok_or(PortError::TokenMismatch)?;
         if !device.ct_eq(unlock_token.expose()) {
             return Err(PortError::TokenMismatch);
         }
@@ -217,10 +186,7 @@ impl SimState {
     }
 
     pub(crate) fn generate_pin(&mut self, effect: EffectId<'_>) -> Result<Secret, PortError> {
-        let policy = self
-            .device_policy
-            .clone()
-            .unwrap_or(PasscodePolicy::Windows(policy::WindowsPolicy::default()));
+        let policy = self.device_policy.clone().unwrap_or(PasscodePolicy::Windows(policy::WindowsPolicy::default()));
         let pin = policy::generate::temporary_passcode(&policy).map_err(PortError::Refused)?;
         self.device_passcode = Some(hash(pin.expose())?);
         self.record(effect, "reset_pin");
@@ -249,9 +215,7 @@ impl SimState {
             Scope::Device => &self.device_passcode,
             Scope::WorkProfile => &self.work_profile_passcode,
         };
-        stored
-            .as_deref()
-            .is_some_and(|h| matches(passcode.expose(), h))
+        stored.as_deref().is_some_and(|h| matches(passcode.expose(), h))
     }
 }
 

@@ -1,0 +1,46 @@
+//! The real Linux port end to end, against a throw-away root (never the host's accounts):
+//! the admin resets the managed account's password and the shadow file holds its SHA-512 crypt.
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, Device, DeviceSpec, Server};
+
+#[test]
+fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let fake_root = root.path().join("rootfs");
+    std::fs::create_dir_all(fake_root.join("etc")).expect("etc");
+    std::fs::write(fake_root.join("etc/shadow"), "root:*:19000:0:99999:7:::\nkiosk:!:19000:0:99999:7:::\n")
+        .expect("shadow");
+    std::fs::write(fake_root.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").expect("os-release");
+    let marker = root.path().join("sessions-locked");
+    let platform = format!(
+        "[platform]\nport = \"linux\"\nlinux_root = \"{}\"\nlinux_user = \"kiosk\"\nlock_command = [\"touch\", \"{}\"]\n",
+        fake_root.display(),
+        marker.display()
+    );
+    let mut device = Device::enroll(
+        root.path(),
+        "linux",
+        &server,
+        DeviceSpec { platform: Some(platform), ..DeviceSpec::new("linux") },
+    );
+    device.start();
+    wait_until("the first check-in", Duration::from_secs(30), || server.checked_in(&device.id));
+    let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
+    let passcode = passcode.expect("a temporary password");
+    let row = server.wait_result(&id, Duration::from_secs(30));
+    assert_eq!(row["state"], "succeeded", "{row}");
+    let shadow = std::fs::read_to_string(fake_root.join("etc/shadow")).expect("shadow");
+    let hash = shadow.lines().find(|l| l.starts_with("kiosk:")).and_then(|l| l.split(':').nth(1)).expect("kiosk entry");
+    assert!(hash.starts_with("$6$"));
+    assert!(latchkey_platform::linux::crypt_matches(&latchkey_platform::Secret::new(passcode.clone()), hash));
+    assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"), "another account changed");
+
+    let (id, _) = server.action("lock", &device.id, &[]);
+    assert_eq!(server.wait_result(&id, Duration::from_secs(30))["state"], "succeeded");
+    assert!(marker.exists(), "the lock command did not run");
+    assert!(!device.log_text().contains(&passcode));
+}
