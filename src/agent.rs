@@ -121,12 +121,26 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
 
     let tracker = TaskTracker::new();
     tracker.spawn(worker(executor, rx, shared.clone(), shutdown.clone()));
+    if let Some(period) = crate::systemd::watchdog_interval() {
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => crate::systemd::notify("WATCHDOG=1"),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    crate::systemd::notify("READY=1");
     tracker.spawn(crate::control::serve(
         config.control.socket.clone(),
         shared.clone().status_source(),
         shutdown.clone(),
     ));
     link_loop(&shared, identity, &shutdown).await;
+    crate::systemd::notify("STOPPING=1");
     tracker.close();
     tracker.wait().await;
     final_flush(&shared).await;

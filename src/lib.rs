@@ -8,7 +8,8 @@
 //! - [`executor`]: validation of wire commands and their execution through the platform port.
 //! - [`lifecycle`]: reset-token and unlock-token lifecycles.
 //! - [`ports`]: choosing the OS port; [`bridge`]: the out-of-process port protocol.
-//! - [`agent`]: the daemon loop; [`control`]: the `latchkey status` socket.
+//! - [`agent`]: the daemon loop; [`control`]: the `latchkey status` socket; [`systemd`]: readiness
+//!   and watchdog notification.
 //! - [`enroll`], [`check`], [`policy_cmd`], [`sim_cmd`]: the other CLI commands.
 //! - `demo` (feature `demo`): the embedded end-to-end demonstration.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod policy_cmd;
 pub mod ports;
 pub mod secrets;
 pub mod sim_cmd;
+pub mod systemd;
 pub mod transport;
 
 /// Milliseconds since the Unix epoch.

@@ -38,6 +38,18 @@ fn device_owner_reset_over_the_push_stream() {
     let listed = server.admin_ok(&["passcodes", "--device", &device.id]);
     assert!(listed.contains(&passcode), "temporary passcode not listed for the admin");
     assert_no_secret_in_logs(&passcode, &server, &[&device]);
+    let reset_token =
+        std::fs::read_to_string(device.dir.join("state/secrets/reset_token")).expect("reset token in the secret store");
+    assert_eq!(reset_token.trim().len(), 64, "reset token must be 32 random bytes");
+    assert_no_secret_in_logs(reset_token.trim(), &server, &[&device]);
+    let key = std::fs::read_to_string(device.dir.join("state/identity/device.key")).expect("device key");
+    let key_body = key.lines().nth(1).expect("key body");
+    assert_no_secret_in_logs(key_body, &server, &[&device]);
+    use std::os::unix::fs::PermissionsExt;
+    for private in ["state/identity/device.key", "state/secrets/reset_token", "state/journal.db"] {
+        let mode = std::fs::metadata(device.dir.join(private)).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{private} is {mode:o}");
+    }
 }
 
 #[test]
@@ -157,7 +169,7 @@ fn clients_without_or_with_a_foreign_certificate_are_refused() {
         client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(anyhow::Error::from)
     });
     assert!(foreign.is_err(), "a certificate from another CA was accepted");
-    assert!(server.log_text().contains("TLS handshake refused"), "server did not log the refused handshake");
+    wait_until("the server to log the refused handshake", T, || server.log_text().contains("TLS handshake refused"));
 }
 
 #[test]
