@@ -51,6 +51,8 @@ struct Shared {
     results_ready: Notify,
     state_changed: Notify,
     commands: mpsc::Sender<v1::Command>,
+    /// What the last check-in saw, to notice changes made on the device itself.
+    last_reported: Mutex<Option<DeviceView>>,
 }
 
 enum SessionEnd {
@@ -105,6 +107,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
         results_ready: Notify::new(),
         state_changed: Notify::new(),
         commands: tx,
+        last_reported: Mutex::new(None),
     });
     tracing::info!(device_id = %identity.device_id, "agent starting");
 
@@ -254,7 +257,10 @@ async fn session(
         poll.reset();
         loop {
             tokio::select! {
-                _ = poll.tick() => poll_once(shared, &mut client).await?,
+                _ = poll.tick() => {
+                    poll_once(shared, &mut client).await?;
+                    check_in_if_changed(shared, &mut client).await?;
+                }
                 _ = shared.results_ready.notified() => flush(shared, &mut client).await?,
                 _ = shared.state_changed.notified() => check_in(shared, &mut client).await?,
                 _ = checkin.tick() => check_in(shared, &mut client).await?,
@@ -303,6 +309,7 @@ async fn session(
                 if out_tx.send(beat()).await.is_err() {
                     return Ok(SessionEnd::StreamLost);
                 }
+                check_in_if_changed(shared, &mut client).await?;
             }
             _ = shared.results_ready.notified() => flush(shared, &mut client).await?,
             _ = shared.state_changed.notified() => check_in(shared, &mut client).await?,
@@ -337,12 +344,13 @@ async fn renew_if_needed(shared: &Shared, client: &mut Client, identity: &mut Id
 
 async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
     let me = shared.clone();
-    let (state, escrow) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (state, escrow, local) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut port = me.port.lock().unwrap_or_else(|p| p.into_inner());
         let before = port.snapshot()?;
         let escrow = crate::lifecycle::reconcile(port.as_mut(), &before, &me.secrets, &me.journal)?;
         let after = port.snapshot()?;
-        Ok((after, escrow))
+        let local = device_side_view(port.as_mut())?;
+        Ok((after, escrow, local))
     })
     .await??;
     if let Some(token) = escrow.reset_token {
@@ -370,11 +378,43 @@ async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
     );
     client.check_in(message).await.context("check-in")?;
     shared.link.lock().unwrap_or_else(|p| p.into_inner()).last_checkin_unix_ms = crate::now_ms();
+    *shared.last_reported.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
     tracing::info!(
         reset_token = state.state.reset_token.as_str(),
         passcode_present = state.state.passcode_present,
         "checked in"
     );
+    Ok(())
+}
+
+/// What the agent compares to notice device-side changes: the port snapshot and a digest of the
+/// unlock token (the token itself is never kept here).
+#[derive(PartialEq)]
+struct DeviceView {
+    snapshot: latchkey_platform::PortSnapshot,
+    unlock_token_sha256: Option<String>,
+}
+
+fn device_side_view(port: &mut dyn DevicePort) -> Result<DeviceView> {
+    let snapshot = port.snapshot()?;
+    let unlock_token_sha256 = port.unlock_token()?.map(|t| crate::lifecycle::sha256_hex(t.expose()));
+    Ok(DeviceView { snapshot, unlock_token_sha256 })
+}
+
+/// Checks in when the device changed on its own (the user confirmed a credential, a policy
+/// arrived, the unlock token rotated). A cheap local read at heartbeat cadence.
+async fn check_in_if_changed(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
+    let me = shared.clone();
+    let now = tokio::task::spawn_blocking(move || {
+        let mut port = me.port.lock().unwrap_or_else(|p| p.into_inner());
+        device_side_view(port.as_mut())
+    })
+    .await??;
+    let changed = shared.last_reported.lock().unwrap_or_else(|p| p.into_inner()).as_ref() != Some(&now);
+    if changed {
+        tracing::info!("device state changed on the device; checking in");
+        check_in(shared, client).await?;
+    }
     Ok(())
 }
 

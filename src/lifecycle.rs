@@ -27,7 +27,8 @@ pub struct Escrow {
     pub unlock_token: Option<SecretBytes>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hex SHA-256, for remembering which token was escrowed without keeping it.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 

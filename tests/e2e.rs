@@ -288,3 +288,32 @@ fn a_second_agent_on_the_same_state_is_refused_and_bad_config_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_reset_token_waits_for_the_user_who_is_notified_until_it_is_active() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let device = started(root.path(), &server, "byod", DeviceSpec::new("android-wp-byod"));
+    let token_state = |id: &str| {
+        server
+            .devices()
+            .iter()
+            .find(|d| d["device_id"] == id)
+            .map(|d| d["reset_token_state"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(token_state(&device.id), "pending_user");
+    let notifications = || device.sim_show()["notifications"].as_object().map(|m| m.len()).unwrap_or(0);
+    assert_eq!(notifications(), 1, "the user was not asked to confirm their credential");
+
+    let (early, _) = server.action("reset-passcode", &device.id, &["--scope", "work-profile"]);
+    assert_eq!(server.wait_result(&early, T)["error_code"], "RESET_TOKEN_NOT_ACTIVE");
+
+    assert_eq!(device.user(&["confirm-credential"], ""), 0);
+    wait_until("the active token to be reported", T, || token_state(&device.id) == "active");
+    wait_until("the notification to be withdrawn", T, || notifications() == 0);
+    let (id, passcode) = server.action("reset-passcode", &device.id, &["--scope", "work-profile"]);
+    assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
+    assert_eq!(device.user(&["check-passcode", "--work-profile"], &passcode.expect("passcode")), 0);
+    assert_eq!(device.user(&["check-passcode"], "951753"), 0, "the device passcode must not change");
+}

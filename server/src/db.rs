@@ -502,3 +502,36 @@ impl Db {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_passcodes_are_listed_for_seven_days_then_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.db")).expect("open");
+        db.insert_token("tok", 0, i64::MAX).expect("token");
+        let device = DeviceRow {
+            device_id: "d1".into(),
+            platform: "android".into(),
+            mode: "device_owner".into(),
+            os_version: "13".into(),
+            model: String::new(),
+            hostname: String::new(),
+            enrolled_at: 0,
+            last_checkin: 0,
+            reset_token_state: String::new(),
+            passcode_present: false,
+            device_policy: false,
+            unlock_token_escrowed: false,
+        };
+        db.enroll("tok", 1, &device, "{}").expect("enroll");
+        assert!(matches!(db.enroll("tok", 2, &device, "{}"), Err(DbError::TokenUsed)));
+        db.insert_passcode("c1", "d1", "482913", 1_000).expect("insert");
+        assert_eq!(db.passcodes("d1", 1_000 + PASSCODE_VISIBLE_MS - 1).expect("list").len(), 1);
+        assert!(db.passcodes("d1", 1_000 + PASSCODE_VISIBLE_MS).expect("list").is_empty());
+        let raw = std::fs::read(dir.path().join("t.db")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&raw).contains("tok\0"), "enrollment tokens are stored hashed");
+    }
+}

@@ -63,6 +63,34 @@ impl Service {
     }
 }
 
+/// Which token an escrow call stores.
+#[derive(Clone, Copy)]
+enum Escrowed {
+    Unlock,
+    Reset,
+}
+
+impl Service {
+    fn escrow(&self, device_id: &str, which: Escrowed, token: Vec<u8>) -> Result<Response<v1::EscrowAck>, Status> {
+        let token = latchkey_platform::SecretBytes::new(token);
+        let (name, min_len) = match which {
+            Escrowed::Unlock => ("unlock", 16),
+            Escrowed::Reset => ("reset", 32),
+        };
+        if token.expose().len() < min_len {
+            return Err(Status::invalid_argument(format!("{name} token must be at least {min_len} bytes")));
+        }
+        let hex = token.to_hex();
+        match which {
+            Escrowed::Unlock => self.db.set_unlock_token(device_id, hex.expose()),
+            Escrowed::Reset => self.db.set_reset_token(device_id, hex.expose()),
+        }
+        .map_err(internal)?;
+        tracing::info!(device_id = %device_id, token = name, "token escrowed");
+        Ok(Response::new(v1::EscrowAck {}))
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ServerEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -144,24 +172,12 @@ impl DeviceService for Service {
 
     async fn escrow_unlock_token(&self, request: Request<v1::UnlockToken>) -> Result<Response<v1::EscrowAck>, Status> {
         let device_id = self.device_of(&request)?;
-        let token = latchkey_platform::SecretBytes::new(request.into_inner().token);
-        if token.expose().len() < 16 {
-            return Err(Status::invalid_argument("unlock token must be at least 16 bytes"));
-        }
-        self.db.set_unlock_token(&device_id, token.to_hex().expose()).map_err(internal)?;
-        tracing::info!(device_id = %device_id, "unlock token escrowed");
-        Ok(Response::new(v1::EscrowAck {}))
+        self.escrow(&device_id, Escrowed::Unlock, request.into_inner().token)
     }
 
     async fn escrow_reset_token(&self, request: Request<v1::ResetToken>) -> Result<Response<v1::EscrowAck>, Status> {
         let device_id = self.device_of(&request)?;
-        let token = latchkey_platform::SecretBytes::new(request.into_inner().token);
-        if token.expose().len() < 32 {
-            return Err(Status::invalid_argument("reset token must be at least 32 bytes"));
-        }
-        self.db.set_reset_token(&device_id, token.to_hex().expose()).map_err(internal)?;
-        tracing::info!(device_id = %device_id, "reset token escrowed");
-        Ok(Response::new(v1::EscrowAck {}))
+        self.escrow(&device_id, Escrowed::Reset, request.into_inner().token)
     }
 
     type SubscribeStream = EventStream;

@@ -1,28 +1,17 @@
 //! SPEC §3 as a table: one row per (profile, action), the expected status and error code.
 use super::*;
 use crate::action::LockRequest;
-use crate::facts::{DeviceState, ResetTokenState};
+use crate::facts::ResetTokenState;
 use crate::outcome::Status;
 use crate::secret::{Secret, SecretBytes};
 use crate::sim::profile::{build, InitOptions};
 
 fn snapshot(profile: &str, token: ResetTokenState, options: &InitOptions) -> PortSnapshot {
-    let s = build(profile, options).expect("profile");
-    PortSnapshot {
-        facts: s.facts.clone(),
-        state: DeviceState {
-            passcode_present: s.device_passcode.is_some(),
-            work_profile_passcode_present: s.work_profile_passcode.is_some(),
-            device_policy: s.device_policy.clone(),
-            work_profile_policy: s.work_profile_policy.clone(),
-            reset_token: if s.reset_token_state() == ResetTokenState::NotApplicable {
-                ResetTokenState::NotApplicable
-            } else {
-                token
-            },
-            locked: false,
-        },
+    let mut snapshot = build(profile, options).expect("profile").snapshot();
+    if snapshot.state.reset_token != ResetTokenState::NotApplicable {
+        snapshot.state.reset_token = token;
     }
+    snapshot
 }
 
 fn reset(scope: Scope) -> Action {

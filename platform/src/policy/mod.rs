@@ -113,3 +113,38 @@ impl Verdict {
         self.violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join("; ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Every violation names its rule and explains it, whatever the policy and candidate;
+        /// the verdict is compliant exactly when there is no violation; nothing panics.
+        #[test]
+        fn every_violation_names_its_rule(
+            candidate in "\\PC{0,24}",
+            min_length in 0u32..20,
+            dialect in 0u8..3,
+        ) {
+            let policy = match dialect {
+                0 => PasscodePolicy::Android(AndroidPolicy {
+                    quality: android::Quality::Complex, min_length, min_uppercase: Some(1), ..AndroidPolicy::default()
+                }),
+                1 => PasscodePolicy::Apple(ApplePolicy { min_length: min_length.min(16), allow_simple: false, min_complex_chars: 1, ..ApplePolicy::default() }),
+                _ => PasscodePolicy::Windows(WindowsPolicy { min_length: min_length.max(4), ..WindowsPolicy::default() }),
+            };
+            let verdict = policy.check(&candidate);
+            prop_assert_eq!(verdict.compliant, verdict.violations.is_empty());
+            for v in &verdict.violations {
+                prop_assert!(!v.code.is_empty() && v.code.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+                prop_assert!(!v.message.is_empty());
+                if candidate.chars().count() >= 10 {
+                    prop_assert!(!v.message.contains(candidate.as_str()), "a message echoes the candidate");
+                }
+            }
+        }
+    }
+}

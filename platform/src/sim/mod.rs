@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::action::{LockRequest, Scope};
-use crate::facts::{DeviceState, ResetTokenState};
+use crate::facts::ResetTokenState;
 use crate::port::{DevicePort, EffectId, PortError, PortSnapshot};
 use crate::secret::{Secret, SecretBytes};
 
@@ -44,18 +44,7 @@ impl SimPort {
 
 impl DevicePort for SimPort {
     fn snapshot(&mut self) -> Result<PortSnapshot, PortError> {
-        let s = self.read()?;
-        Ok(PortSnapshot {
-            facts: s.facts.clone(),
-            state: DeviceState {
-                passcode_present: s.device_passcode.is_some(),
-                work_profile_passcode_present: s.work_profile_passcode.is_some(),
-                device_policy: s.device_policy.clone(),
-                work_profile_policy: s.work_profile_policy.clone(),
-                reset_token: s.reset_token_state(),
-                locked: s.locked,
-            },
-        })
+        Ok(self.read()?.snapshot())
     }
 
     fn set_credential(&mut self, scope: Scope, passcode: &Secret, effect: EffectId<'_>) -> Result<(), PortError> {

@@ -103,6 +103,21 @@ impl SimState {
         }
     }
 
+    /// Facts and credential state, as the port reports them.
+    pub fn snapshot(&self) -> crate::port::PortSnapshot {
+        crate::port::PortSnapshot {
+            facts: self.facts.clone(),
+            state: crate::facts::DeviceState {
+                passcode_present: self.device_passcode.is_some(),
+                work_profile_passcode_present: self.work_profile_passcode.is_some(),
+                device_policy: self.device_policy.clone(),
+                work_profile_policy: self.work_profile_policy.clone(),
+                reset_token: self.reset_token_state(),
+                locked: self.locked,
+            },
+        }
+    }
+
     /// The reset-token state as the device reports it.
     pub fn reset_token_state(&self) -> ResetTokenState {
         if !matches!(self.facts.platform, crate::facts::Platform::Android | crate::facts::Platform::Aosp)
