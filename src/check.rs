@@ -100,13 +100,18 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
         lines.push(line("server", Verdict::Skipped, "needs an identity"));
         return lines;
     };
+    // A check-in is the probe: it proves mTLS and identity and changes nothing but freshness
+    // (a poll would mark queued commands as delivered).
+    let snapshot = crate::ports::open(&config).and_then(|mut p| p.snapshot().map_err(anyhow::Error::from));
     let reach = async {
+        let snapshot = snapshot?;
         let ca = std::fs::read_to_string(&config.server.ca)?;
         let tls = crate::transport::tls::client_config(&ca, Some((&identity.cert_pem, &identity.key_pem)))?;
         let mut client = crate::transport::connect(&config.server.url, tls).await?;
-        let ack =
-            client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-        anyhow::Ok(ack.into_inner().commands.len())
+        let facts = latchkey_proto::convert::facts_to_wire(&snapshot.facts, "");
+        let state = latchkey_proto::convert::state_to_wire(facts, &snapshot.state, env!("CARGO_PKG_VERSION"), false);
+        let ack = client.check_in(state).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+        anyhow::Ok(ack.server_time_unix_ms)
     };
     match tokio::time::timeout(std::time::Duration::from_secs(15), reach).await {
         Ok(Ok(n)) => lines.push(line(

@@ -238,6 +238,15 @@ fn sigterm_finishes_and_exits_zero() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
     let mut device = started(root.path(), &server, "term", DeviceSpec::new("macos"));
+    let check = Command::new(agent_bin())
+        .args(["check", "--json", "--config", device.config.to_str().expect("utf8")])
+        .output()
+        .expect("check");
+    let lines: serde_json::Value = serde_json::from_slice(&check.stdout).expect("check json");
+    assert!(check.status.success(), "{lines}");
+    let names: Vec<&str> =
+        lines.as_array().expect("array").iter().map(|l| l["check"].as_str().expect("name")).collect();
+    assert_eq!(names, ["config", "identity", "secret store", "platform port", "server", "clock"]);
     let status = device.terminate();
     assert!(status.success(), "agent exited with {status}");
     assert!(device.log_text().contains("agent stopped"));
