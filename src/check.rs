@@ -114,11 +114,18 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
         anyhow::Ok(ack.server_time_unix_ms)
     };
     match tokio::time::timeout(std::time::Duration::from_secs(15), reach).await {
-        Ok(Ok(n)) => lines.push(line(
-            "server",
-            Verdict::Ok,
-            format!("{} reachable with mTLS; {n} command(s) queued", config.server.url),
-        )),
+        Ok(Ok(server_ms)) => {
+            lines.push(line("server", Verdict::Ok, format!("{} reachable with mTLS", config.server.url)));
+            let skew_s = (crate::now_ms() - server_ms).abs() / 1000;
+            if skew_s > 300 {
+                let detail = format!(
+                    "{skew_s}s off the server's clock: certificates and command expiry will misbehave; fix NTP"
+                );
+                lines.push(line("clock", Verdict::Failed, detail));
+            } else {
+                lines.push(line("clock", Verdict::Ok, format!("within {}s of the server", skew_s + 1)));
+            }
+        }
         Ok(Err(e)) => lines.push(line("server", Verdict::Failed, format!("{e:#}"))),
         Err(_) => lines.push(line("server", Verdict::Failed, "timed out after 15s")),
     }
