@@ -114,10 +114,16 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
     let recovering = executor.clone();
     let restart_queue = tokio::task::spawn_blocking(move || recovering.recover()).await?;
     shared.results_ready.notify_one();
-    for command in restart_queue {
+    for mut command in restart_queue {
         // Journaled as received before the restart: run them now (journal says not started).
         let runner = executor.clone();
-        if tokio::task::spawn_blocking(move || runner.run_journaled(&command)).await? {
+        if tokio::task::spawn_blocking(move || {
+            let finished = runner.run_journaled(&command);
+            crate::executor::scrub(&mut command);
+            finished
+        })
+        .await?
+        {
             shared.results_ready.notify_one();
         }
     }
@@ -191,7 +197,14 @@ async fn worker(
         };
         let runner = executor.clone();
         // Once started, a command runs to completion even if shutdown arrives meanwhile.
-        match tokio::task::spawn_blocking(move || runner.handle(&command)).await {
+        match tokio::task::spawn_blocking(move || {
+            let mut command = command;
+            let finished = runner.handle(&command);
+            crate::executor::scrub(&mut command);
+            finished
+        })
+        .await
+        {
             Ok(true) => {
                 shared.results_ready.notify_one();
                 shared.state_changed.notify_one();

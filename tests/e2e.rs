@@ -326,3 +326,36 @@ fn the_reset_token_waits_for_the_user_who_is_notified_until_it_is_active() {
     assert_eq!(device.user(&["check-passcode", "--work-profile"], &passcode.expect("passcode")), 0);
     assert_eq!(device.user(&["check-passcode"], "951753"), 0, "the device passcode must not change");
 }
+
+#[test]
+fn an_expired_command_is_rejected_not_applied() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let mut device = Device::enroll(root.path(), "late", &server, DeviceSpec::new("aosp-user"));
+    // Queued while the device is off, expiring at once: by the time it arrives it is stale.
+    let (id, _) = server.action("lock", &device.id, &["--ttl", "1ms"]);
+    device.start();
+    let row = server.wait_result(&id, T);
+    assert_eq!(row["state"], "rejected");
+    assert_eq!(row["error_code"], "EXPIRED");
+    assert_eq!(device.effects_for(&id), 0);
+    assert_eq!(device.sim_show()["locked"], false);
+}
+
+#[test]
+fn junk_on_the_server_port_harms_nobody() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 0x00][..], &[0u8; 4096][..]]
+    {
+        let mut s = std::net::TcpStream::connect(&server.addr).expect("connect");
+        let _ = s.write_all(junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let device = started(root.path(), &server, "after-junk", DeviceSpec::new("android-do"));
+    let (id, _) = server.action("lock", &device.id, &[]);
+    assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
+}
