@@ -1,6 +1,7 @@
-//! The real Linux port: the managed account's password lives in `<root>/etc/shadow` as a
-//! SHA-512 crypt hash (`$6$`, the format glibc's crypt and PAM read); remote lock runs the
-//! session-lock command (`loginctl lock-sessions` by default).
+//! The real Linux port: the managed account's password lives in `<root>/etc/shadow`, hashed in
+//! the system's own crypt format — `ENCRYPT_METHOD` of `<root>/etc/login.defs`: YESCRYPT (`$y$`,
+//! Debian 11+ default), SHA512 (`$6$`) or SHA256 (`$5$`); SHA512 when unset or weaker (we never
+//! write DES or MD5). Remote lock runs the session-lock command (`loginctl lock-sessions`).
 //!
 //! `root` is `/` on a device and a throw-away copy in tests, so tests never touch the host's
 //! accounts. The shadow file is replaced atomically, keeping its mode and owner.
@@ -110,16 +111,69 @@ pub fn has_password(field: &str) -> bool {
     !(field.is_empty() || field.starts_with('!') || field.starts_with('*'))
 }
 
-/// Hashes a password in the `$6$` SHA-512 crypt format.
-pub fn crypt_sha512(password: &Secret) -> Result<String, PortError> {
-    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
-        .map_err(|_| PortError::Io("crypt parameters".into()))?;
-    sha_crypt::sha512_simple(password.expose(), &params).map_err(|_| PortError::Io("crypt failed".into()))
+/// A crypt scheme the port can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CryptMethod {
+    /// `$y$`.
+    Yescrypt,
+    /// `$6$`.
+    Sha512,
+    /// `$5$`.
+    Sha256,
 }
 
-/// Whether `password` matches a `$6$` shadow hash.
+/// The system's configured scheme, from `ENCRYPT_METHOD` in `<root>/etc/login.defs`.
+pub fn crypt_method(root: &Path) -> CryptMethod {
+    let text = fs::read_to_string(root.join("etc/login.defs")).unwrap_or_default();
+    let method = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix("ENCRYPT_METHOD"))
+        .map(|v| v.trim().to_ascii_uppercase());
+    match method.as_deref() {
+        Some("YESCRYPT") => CryptMethod::Yescrypt,
+        Some("SHA256") => CryptMethod::Sha256,
+        _ => CryptMethod::Sha512,
+    }
+}
+
+/// Hashes a password in the given crypt format (random salt, default cost).
+pub fn crypt(method: CryptMethod, password: &Secret) -> Result<String, PortError> {
+    let failed = |_| PortError::Io("crypt failed".into());
+    match method {
+        CryptMethod::Yescrypt => {
+            use yescrypt::PasswordHasher;
+            yescrypt::Yescrypt::default()
+                .hash_password(password.expose().as_bytes())
+                .map(|h| h.as_str().to_owned())
+                .map_err(|_| PortError::Io("crypt failed".into()))
+        }
+        CryptMethod::Sha512 => {
+            let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
+                .map_err(|_| PortError::Io("crypt parameters".into()))?;
+            sha_crypt::sha512_simple(password.expose(), &params).map_err(failed)
+        }
+        CryptMethod::Sha256 => {
+            let params = sha_crypt::Sha256Params::new(sha_crypt::ROUNDS_DEFAULT)
+                .map_err(|_| PortError::Io("crypt parameters".into()))?;
+            sha_crypt::sha256_simple(password.expose(), &params).map_err(failed)
+        }
+    }
+}
+
+/// Whether `password` matches a `$y$`, `$6$` or `$5$` shadow hash.
 pub fn crypt_matches(password: &Secret, hashed: &str) -> bool {
-    sha_crypt::sha512_check(password.expose(), hashed).is_ok()
+    if hashed.starts_with("$y$") {
+        use yescrypt::PasswordVerifier;
+        yescrypt::Yescrypt::default().verify_password(password.expose().as_bytes(), hashed).is_ok()
+    } else if hashed.starts_with("$6$") {
+        sha_crypt::sha512_check(password.expose(), hashed).is_ok()
+    } else if hashed.starts_with("$5$") {
+        sha_crypt::sha256_check(password.expose(), hashed).is_ok()
+    } else {
+        false
+    }
 }
 
 impl DevicePort for LinuxPort {
@@ -151,7 +205,7 @@ impl DevicePort for LinuxPort {
         if scope != Scope::Device {
             return Err(PortError::Unsupported("set a work-profile credential"));
         }
-        let hashed = crypt_sha512(passcode)?;
+        let hashed = crypt(crypt_method(&self.config.root), passcode)?;
         self.write_password_hash(&hashed)?;
         self.record(effect, "reset_passcode")
     }
@@ -257,6 +311,43 @@ mod tests {
         assert!(p.snapshot().expect("snap").state.passcode_present);
         assert_eq!(p.effect_applied("cmd-1").expect("effects"), Some(true));
         assert_eq!(p.effect_applied("cmd-2").expect("effects"), Some(false));
+    }
+
+    /// Hashes made by the system's own libxcrypt (Debian 12, `crypt(3)`), password `Tmp-4821x`.
+    const SYSTEM_VECTORS: [&str; 3] = [
+        "$6$rjUcUYIpu5hlYQcI$H7q0iS6ApkqXS6v7yWu2A9shGBFA8XNAS/1.KEhbUWjCjAWCpGtUNqGoxjAuEQq33Nf4JEHf6LRHi9T9SJ3Za1",
+        "$5$x8X7co3YVTeQdUfE$rg1hNNlNJwc/J4.sHSxT7zxkmaNFC3cDgzQPAQRpvl0",
+        "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$HW8bPZKZkTQCjO9XVpMPyf7a.Z6HGMKQ/wqUo7EqwD5",
+    ];
+
+    #[test]
+    fn verifies_hashes_made_by_the_system_crypt() {
+        for vector in SYSTEM_VECTORS {
+            assert!(crypt_matches(&Secret::from("Tmp-4821x"), vector), "{vector}");
+            assert!(!crypt_matches(&Secret::from("Tmp-4821y"), vector), "{vector}");
+        }
+        assert!(!crypt_matches(&Secret::from(""), "!"));
+    }
+
+    #[test]
+    fn writes_the_scheme_login_defs_names() {
+        let root = throwaway_root();
+        let cases = [
+            ("ENCRYPT_METHOD YESCRYPT\n", "$y$"),
+            ("# ENCRYPT_METHOD YESCRYPT\nENCRYPT_METHOD SHA256\n", "$5$"),
+            ("ENCRYPT_METHOD DES\n", "$6$"),
+            ("", "$6$"),
+        ];
+        for (defs, prefix) in cases {
+            fs::write(root.path().join("etc/login.defs"), defs).expect("login.defs");
+            let mut p = port(root.path(), vec!["true".into()]);
+            let secret = Secret::from("Tmp-4821-pass");
+            p.set_credential(Scope::Device, &secret, EffectId("cmd")).expect("set");
+            let text = fs::read_to_string(shadow_file(root.path())).expect("read");
+            let hash = text.lines().find(|l| l.starts_with("kiosk:")).and_then(|l| l.split(':').nth(1)).expect("kiosk");
+            assert!(hash.starts_with(prefix), "{defs:?} wrote {hash}");
+            assert!(crypt_matches(&secret, hash));
+        }
     }
 
     #[test]
