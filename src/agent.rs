@@ -355,8 +355,26 @@ async fn renew_if_needed(shared: &Shared, client: &mut Client, identity: &mut Id
     Ok(())
 }
 
-async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
-    let me = shared.clone();
+/// The device-side state a check-in needs.
+#[derive(Clone)]
+pub struct DeviceHandles {
+    /// The OS port.
+    pub port: Arc<Mutex<Box<dyn DevicePort>>>,
+    /// The secret store.
+    pub secrets: Arc<SecretStore>,
+    /// The journal (also holds what was escrowed).
+    pub journal: Arc<Journal>,
+}
+
+/// Brings the token lifecycles up to date, escrows what changed and checks in. Used by every
+/// check-in and once right at enrollment, so the reset token is registered, escrowed and the
+/// user notified as soon as the device is enrolled.
+pub async fn sync_with_server(device: &DeviceHandles, client: &mut Client) -> Result<()> {
+    sync(device, client).await.map(|_| ())
+}
+
+async fn sync(device: &DeviceHandles, client: &mut Client) -> Result<DeviceView> {
+    let me = device.clone();
     let (state, escrow, local) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut port = me.port.lock().unwrap_or_else(|p| p.into_inner());
         let before = port.snapshot()?;
@@ -371,32 +389,35 @@ async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
             .escrow_reset_token(v1::ResetToken { token: token.expose().to_vec() })
             .await
             .context("escrowing the reset token")?;
-        crate::lifecycle::reset_token_escrowed(&shared.journal)?;
+        crate::lifecycle::reset_token_escrowed(&device.journal)?;
     }
     if let Some(token) = escrow.unlock_token {
         client
             .escrow_unlock_token(v1::UnlockToken { token: token.expose().to_vec() })
             .await
             .context("escrowing the unlock token")?;
-        crate::lifecycle::unlock_token_escrowed(&shared.journal, &token)?;
+        crate::lifecycle::unlock_token_escrowed(&device.journal, &token)?;
         tracing::info!("unlock token escrowed");
     }
     let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     let facts = convert::facts_to_wire(&state.facts, &hostname);
-    let message = convert::state_to_wire(
-        facts,
-        &state.state,
-        env!("CARGO_PKG_VERSION"),
-        crate::lifecycle::unlock_escrowed(&shared.journal),
-    );
+    let escrowed = crate::lifecycle::unlock_escrowed(&device.journal);
+    let message = convert::state_to_wire(facts, &state.state, env!("CARGO_PKG_VERSION"), escrowed);
     client.check_in(message).await.context("check-in")?;
-    shared.link.lock().unwrap_or_else(|p| p.into_inner()).last_checkin_unix_ms = crate::now_ms();
-    *shared.last_reported.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
     tracing::info!(
         reset_token = state.state.reset_token.as_str(),
         passcode_present = state.state.passcode_present,
         "checked in"
     );
+    Ok(local)
+}
+
+async fn check_in(shared: &Arc<Shared>, client: &mut Client) -> Result<()> {
+    let device =
+        DeviceHandles { port: shared.port.clone(), secrets: shared.secrets.clone(), journal: shared.journal.clone() };
+    let local = sync(&device, client).await?;
+    shared.link.lock().unwrap_or_else(|p| p.into_inner()).last_checkin_unix_ms = crate::now_ms();
+    *shared.last_reported.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
     Ok(())
 }
 

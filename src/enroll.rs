@@ -45,5 +45,22 @@ pub async fn enroll(config: &Config, token: &Secret) -> Result<String> {
     };
     identity.store(&config.state.dir)?;
     tracing::info!(device_id = %identity.device_id, "enrolled");
+    // Right after enrollment: register and escrow the tokens, notify the user if a credential
+    // must be confirmed, and report the state. Best effort — the agent repeats it at start.
+    if let Err(e) = first_sync(config, &identity, port).await {
+        tracing::warn!(error = format!("{e:#}"), "first check-in after enrollment failed; the agent will retry");
+    }
     Ok(response.device_id)
+}
+
+async fn first_sync(config: &Config, identity: &Identity, port: Box<dyn latchkey_platform::DevicePort>) -> Result<()> {
+    let device = crate::agent::DeviceHandles {
+        port: std::sync::Arc::new(std::sync::Mutex::new(port)),
+        secrets: std::sync::Arc::new(crate::secrets::SecretStore::open(&config.state.dir)?),
+        journal: std::sync::Arc::new(crate::journal::Journal::open(&config.state.dir.join("journal.db"))?),
+    };
+    let ca = std::fs::read_to_string(&config.server.ca)?;
+    let tls = crate::transport::tls::client_config(&ca, Some((&identity.cert_pem, &identity.key_pem)))?;
+    let mut client = crate::transport::connect(&config.server.url, tls).await?;
+    crate::agent::sync_with_server(&device, &mut client).await
 }

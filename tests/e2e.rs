@@ -302,7 +302,8 @@ fn a_second_agent_on_the_same_state_is_refused_and_bad_config_is_named() {
 fn the_reset_token_waits_for_the_user_who_is_notified_until_it_is_active() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
-    let device = started(root.path(), &server, "byod", DeviceSpec::new("android-wp-byod"));
+    // Enrollment alone registers and escrows the token and asks the user to confirm.
+    let mut device = Device::enroll(root.path(), "byod", &server, DeviceSpec::new("android-wp-byod"));
     let token_state = |id: &str| {
         server
             .devices()
@@ -311,16 +312,18 @@ fn the_reset_token_waits_for_the_user_who_is_notified_until_it_is_active() {
             .map(|d| d["reset_token_state"].clone())
             .unwrap_or_default()
     };
-    assert_eq!(token_state(&device.id), "pending_user");
-    let notifications = || device.sim_show()["notifications"].as_object().map(|m| m.len()).unwrap_or(0);
-    assert_eq!(notifications(), 1, "the user was not asked to confirm their credential");
+    assert_eq!(token_state(&device.id), "pending_user", "token state not reported at enrollment");
+    let notifications = |d: &Device| d.sim_show()["notifications"].as_object().map(|m| m.len()).unwrap_or(0);
+    assert_eq!(notifications(&device), 1, "the user was not asked to confirm their credential right after enrollment");
+    device.start();
+    wait_until("the first check-in", T, || device.log_text().contains("checked in"));
 
     let (early, _) = server.action("reset-passcode", &device.id, &["--scope", "work-profile"]);
     assert_eq!(server.wait_result(&early, T)["error_code"], "RESET_TOKEN_NOT_ACTIVE");
 
     assert_eq!(device.user(&["confirm-credential"], ""), 0);
     wait_until("the active token to be reported", T, || token_state(&device.id) == "active");
-    wait_until("the notification to be withdrawn", T, || notifications() == 0);
+    wait_until("the notification to be withdrawn", T, || notifications(&device) == 0);
     let (id, passcode) = server.action("reset-passcode", &device.id, &["--scope", "work-profile"]);
     assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
     assert_eq!(device.user(&["check-passcode", "--work-profile"], &passcode.expect("passcode")), 0);
