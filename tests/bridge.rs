@@ -64,7 +64,7 @@ fn an_agent_applies_commands_through_the_bridge() {
         DeviceSpec { platform: Some(platform), ..DeviceSpec::new("android-do") },
     );
     device.start();
-    wait_until("the first check-in", Duration::from_secs(30), || server.checked_in(&device.id));
+    device.wait_checked_in(Duration::from_secs(30));
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let row = server.wait_result(&id, Duration::from_secs(30));
     assert_eq!(row["state"], "succeeded", "{row}");

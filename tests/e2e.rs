@@ -12,7 +12,7 @@ const T: Duration = Duration::from_secs(30);
 fn started(root: &std::path::Path, server: &Server, name: &str, spec: DeviceSpec<'_>) -> Device {
     let mut device = Device::enroll(root, name, server, spec);
     device.start();
-    wait_until("the first check-in", T, || server.checked_in(&device.id));
+    device.wait_checked_in(T);
     device
 }
 
@@ -200,7 +200,7 @@ fn a_crash_after_applying_is_neither_lost_nor_applied_twice() {
     let server = Server::start(root.path());
     let mut device = Device::enroll(root.path(), "crashy", &server, DeviceSpec::new("android-do"));
     device.start_with_env(&[("LATCHKEY_FAULT", "crash-after-apply")]);
-    wait_until("the first check-in", T, || server.checked_in(&device.id));
+    device.wait_checked_in(T);
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let status = device.wait_exit(T);
     assert!(!status.success(), "the fault did not fire");
@@ -222,7 +222,7 @@ fn a_crash_before_reporting_reports_the_journaled_result_once() {
     let server = Server::start(root.path());
     let mut device = Device::enroll(root.path(), "crashy2", &server, DeviceSpec::new("aosp-user"));
     device.start_with_env(&[("LATCHKEY_FAULT", "crash-before-report")]);
-    wait_until("the first check-in", T, || server.checked_in(&device.id));
+    device.wait_checked_in(T);
     let (id, _) = server.action("lock", &device.id, &[]);
     assert!(!device.wait_exit(T).success());
     assert_eq!(server.action_row(&id).expect("row")["state"], "sent");
@@ -316,7 +316,7 @@ fn the_reset_token_waits_for_the_user_who_is_notified_until_it_is_active() {
     let notifications = |d: &Device| d.sim_show()["notifications"].as_object().map(|m| m.len()).unwrap_or(0);
     assert_eq!(notifications(&device), 1, "the user was not asked to confirm their credential right after enrollment");
     device.start();
-    wait_until("the first check-in", T, || device.log_text().contains("checked in"));
+    device.wait_checked_in(T);
 
     let (early, _) = server.action("reset-passcode", &device.id, &["--scope", "work-profile"]);
     assert_eq!(server.wait_result(&early, T)["error_code"], "RESET_TOKEN_NOT_ACTIVE");

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, Device, DeviceSpec, Server};
+use common::{Device, DeviceSpec, Server};
 
 #[test]
 fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
@@ -29,7 +29,7 @@ fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
         DeviceSpec { platform: Some(platform), ..DeviceSpec::new("linux") },
     );
     device.start();
-    wait_until("the first check-in", Duration::from_secs(30), || server.checked_in(&device.id));
+    device.wait_checked_in(Duration::from_secs(30));
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let passcode = passcode.expect("a temporary password");
     let row = server.wait_result(&id, Duration::from_secs(30));

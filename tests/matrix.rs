@@ -172,12 +172,9 @@ fn every_row_of_the_platform_matrix_end_to_end() {
         d.start();
         devices.push(d);
     }
-    wait_until("every device's first check-in", T, || {
-        let devices_json = server.devices();
-        devices.iter().all(|d| {
-            devices_json.iter().any(|j| j["device_id"] == d.id.as_str() && j["last_checkin"].as_i64().unwrap_or(0) > 0)
-        })
-    });
+    for d in &devices {
+        d.wait_checked_in(T);
+    }
     let escrowed =
         |id: &str| server.devices().iter().any(|j| j["device_id"] == id && j["unlock_token_escrowed"] == true);
     let mut issued = Vec::new();
@@ -230,7 +227,7 @@ fn a_temporary_passcode_that_violates_the_policy_in_force_is_refused_and_changes
     let server = Server::start(root.path());
     let mut device = Device::enroll(root.path(), "strict", &server, DeviceSpec::new("aosp-user"));
     device.start();
-    wait_until("the first check-in", T, || server.checked_in(&device.id));
+    device.wait_checked_in(T);
     // The device receives a stricter policy; the server still knows the old one, so the
     // temporary passcode it generates (six digits) will not satisfy the new one.
     let policy = root.path().join("strict.json");

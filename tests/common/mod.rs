@@ -129,10 +129,6 @@ impl Server {
         serde_json::from_str(&self.admin_ok(&["devices", "--json"])).expect("devices json")
     }
 
-    pub fn checked_in(&self, device: &str) -> bool {
-        self.devices().iter().any(|d| d["device_id"] == device && d["last_checkin"].as_i64().unwrap_or(0) > 0)
-    }
-
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -268,6 +264,12 @@ impl Device {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
             .expect("SIGTERM");
         self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Waits until the running agent itself has checked in (enrollment checks in once too, so
+    /// the server's view alone does not prove the daemon is up).
+    pub fn wait_checked_in(&self, timeout: Duration) {
+        wait_until("the agent's first check-in", timeout, || self.log_text().contains("checked in"));
     }
 
     pub fn sim_show(&self) -> Value {
