@@ -334,7 +334,7 @@ async fn session(
 
 async fn renew_if_needed(shared: &Shared, client: &mut Client, identity: &mut Identity) -> Result<()> {
     let now_secs = crate::now_ms() / 1000;
-    if !identity.needs_renewal(now_secs) {
+    if !identity.needs_renewal(now_secs, shared.config.identity.renew_before) {
         return Ok(());
     }
     let (key_pem, csr_der) = identity::new_key_and_csr()?;

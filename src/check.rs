@@ -61,7 +61,7 @@ pub async fn run(config_path: &std::path::Path) -> Vec<Line> {
                     Verdict::Failed,
                     "device certificate has expired: re-enroll the device",
                 )),
-                Some(_) if id.needs_renewal(now) => lines.push(line(
+                Some(_) if id.needs_renewal(now, config.identity.renew_before) => lines.push(line(
                     "identity",
                     Verdict::Warning,
                     "certificate expires within 10 days; the agent renews it on its next connection",

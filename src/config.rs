@@ -185,6 +185,19 @@ fn default_control() -> PathBuf {
     PathBuf::from("/run/latchkey/control.sock")
 }
 
+/// `[identity]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Renew the device certificate when less than this much validity remains.
+    #[serde(default = "default_renew_before", deserialize_with = "duration")]
+    pub renew_before: Duration,
+}
+
+fn default_renew_before() -> Duration {
+    Duration::from_secs(10 * 24 * 3600)
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +212,8 @@ pub struct Config {
     pub connect: Connect,
     /// `[control]`.
     pub control: Control,
+    /// `[identity]`.
+    pub identity: IdentitySection,
 }
 
 /// Merges `overlay` into `base`: tables merge key by key, anything else replaces.
@@ -242,7 +257,7 @@ impl Config {
 
     /// Builds a configuration from a merged table, applying defaults.
     pub fn from_table(mut table: toml::Table) -> Result<Self, ConfigError> {
-        for section in ["server", "state", "platform", "connect", "control"] {
+        for section in ["server", "state", "platform", "connect", "control", "identity"] {
             table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         }
         serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table)).map_err(|e| {

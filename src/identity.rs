@@ -80,9 +80,9 @@ impl Identity {
         Some(cert.validity().not_after.timestamp())
     }
 
-    /// True when less than a third of a 30-day certificate's life remains.
-    pub fn needs_renewal(&self, now_secs: i64) -> bool {
-        self.not_after().is_some_and(|t| t - now_secs < 10 * 24 * 3600)
+    /// True when less than `renew_before` of validity remains.
+    pub fn needs_renewal(&self, now_secs: i64, renew_before: std::time::Duration) -> bool {
+        self.not_after().is_some_and(|t| t - now_secs < renew_before.as_secs() as i64)
     }
 }
 

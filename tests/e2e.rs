@@ -362,3 +362,105 @@ fn junk_on_the_server_port_harms_nobody() {
     let (id, _) = server.action("lock", &device.id, &[]);
     assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
 }
+
+#[test]
+fn the_device_certificate_is_renewed_before_it_expires() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    // Device certificates live 30 days; asking for 60 days of headroom forces a renewal.
+    let spec = DeviceSpec { extra: "[identity]\nrenew_before = \"60d\"\n", ..DeviceSpec::new("aosp-user") };
+    let mut device = Device::enroll(root.path(), "renew", &server, spec);
+    let identity = device.dir.join("state/identity");
+    let read = |name: &str| std::fs::read_to_string(identity.join(name)).expect("identity file");
+    let (old_cert, old_key) = (read("device.pem"), read("device.key"));
+    device.start();
+    wait_until("the renewal", T, || device.log_text().contains("device certificate renewed"));
+    let (new_cert, new_key) = (read("device.pem"), read("device.key"));
+    assert_ne!(old_cert, new_cert);
+    assert_ne!(old_key, new_key, "renewal must use a fresh key made on the device");
+    assert!(server.log_text().contains("identity renewed"));
+    // The renewed identity works: restart the agent (new TLS session) and run a command.
+    assert!(device.terminate().success());
+    device.start();
+    device.wait_checked_in(T);
+    let (id, _) = server.action("lock", &device.id, &[]);
+    assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
+}
+
+#[test]
+fn a_corrupt_journal_stops_the_agent_with_a_clear_error_and_is_left_intact() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let device = Device::enroll(root.path(), "corrupt", &server, DeviceSpec::new("macos"));
+    let journal = device.dir.join("state/journal.db");
+    let junk = b"this is not an SQLite database, but it may be evidence".repeat(100);
+    std::fs::write(&journal, &junk).expect("corrupt the journal");
+    let out = Command::new(agent_bin())
+        .args(["run", "--config", device.config.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("journal"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&journal).expect("journal"), junk, "the agent changed a journal it could not read");
+}
+
+/// Raw bytes sent as a gRPC message body, to put malformed protobuf on the wire.
+#[derive(Clone, Default, PartialEq)]
+struct RawBody(Vec<u8>);
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawBody({} bytes)", self.0.len())
+    }
+}
+
+impl prost::Message for RawBody {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[test]
+fn malformed_protobuf_gets_a_specific_error_and_the_server_carries_on() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let ca = std::fs::read_to_string(server.ca()).expect("ca");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // A truncated varint, a field with an invalid wire type, and a length past the end.
+    for body in [vec![0x08, 0xff], vec![0x0f, 0x01], vec![0x12, 0x7f, 0x41]] {
+        let status = runtime.block_on(async {
+            let tls = latchkey::transport::tls::client_config(&ca, None).expect("tls");
+            let channel = latchkey::transport::channel(&server.url(), tls).await.expect("connect");
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("ready");
+            let codec = tonic_prost::ProstCodec::<RawBody, latchkey_proto::v1::EnrollResponse>::default();
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/latchkey.v1.DeviceService/Enroll");
+            grpc.unary(tonic::Request::new(RawBody(body)), path, codec).await.expect_err("malformed body accepted")
+        });
+        assert!(
+            matches!(status.code(), tonic::Code::Internal | tonic::Code::InvalidArgument),
+            "unexpected status {status:?}"
+        );
+        assert!(status.message().to_lowercase().contains("decode"), "not specific: {}", status.message());
+    }
+    let device = started(root.path(), &server, "after-garbage", DeviceSpec::new("aosp-user"));
+    let (id, _) = server.action("lock", &device.id, &[]);
+    assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
+}

@@ -30,8 +30,13 @@ pub fn endpoint(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port))
 }
 
-/// Opens a channel to `url` over TLS with `config`.
+/// Opens a client for the device service at `url` over TLS with `config`.
 pub async fn connect(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Result<Client> {
+    Ok(DeviceServiceClient::new(channel(url, config).await?).max_decoding_message_size(4 << 20))
+}
+
+/// Opens an HTTP/2 channel to `url` over TLS with `config`.
+pub async fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Result<Channel> {
     let (host, port) = endpoint(url).map_err(anyhow::Error::msg)?;
     let server_name = ServerName::try_from(host.clone())?;
     let connector = tokio_rustls::TlsConnector::from(config);
@@ -55,7 +60,7 @@ pub async fn connect(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Re
             }
         }))
         .await?;
-    Ok(DeviceServiceClient::new(channel).max_decoding_message_size(4 << 20))
+    Ok(channel)
 }
 
 #[cfg(test)]

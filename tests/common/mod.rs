@@ -159,13 +159,15 @@ pub struct DeviceSpec<'a> {
     pub connect: &'a str,
     /// Server URL override (a proxy).
     pub url: Option<String>,
+    /// Extra top-level sections appended to the config.
+    pub extra: &'a str,
     /// Replaces the `[platform]` section (no simulator is created then).
     pub platform: Option<String>,
 }
 
 impl<'a> DeviceSpec<'a> {
     pub fn new(profile: &'a str) -> Self {
-        Self { profile, sim_args: &[], connect: "", url: None, platform: None }
+        Self { profile, sim_args: &[], connect: "", url: None, platform: None, extra: "" }
     }
 }
 
@@ -215,11 +217,12 @@ impl Device {
         std::fs::write(
             &config,
             format!(
-                "[server]\nurl = \"{url}\"\nca = \"{}\"\n[state]\ndir = \"{}\"\n{platform}[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n",
+                "[server]\nurl = \"{url}\"\nca = \"{}\"\n[state]\ndir = \"{}\"\n{platform}[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n{}\n",
                 server.ca().display(),
                 dir.join("state").display(),
                 spec.connect,
-                dir.join("control.sock").display()
+                dir.join("control.sock").display(),
+                spec.extra
             ),
         )
         .expect("config");
