@@ -186,7 +186,14 @@ fn dispatch(command: Command) -> Result<i32> {
                 println!("device:        {}", status["device_id"].as_str().unwrap_or("-"));
                 println!("server:        {}", status["server"].as_str().unwrap_or("-"));
                 println!("link:          {}", status["link"]["link"].as_str().unwrap_or("-"));
-                println!("last check-in: {}", status["link"]["last_checkin_unix_ms"]);
+                let last = status["link"]["last_checkin_unix_ms"].as_u64().unwrap_or(0);
+                let last = if last == 0 {
+                    "never".to_owned()
+                } else {
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(last))
+                        .to_string()
+                };
+                println!("last check-in: {last}");
                 println!(
                     "journal:       {} pending, {} unreported",
                     status["journal"]["pending"], status["journal"]["unreported"]

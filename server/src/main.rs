@@ -251,11 +251,21 @@ fn main() -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<36}  {:<36}  {:<28} {:<14} {:<24} MESSAGE", "ACTION", "DEVICE", "KIND", "STATE", "ERROR");
+                println!(
+                    "{:<36}  {:<36}  {:<28} {:<14} {:<24} {:<20} {:<20} MESSAGE",
+                    "ACTION", "DEVICE", "KIND", "STATE", "ERROR", "ISSUED", "REPORTED"
+                );
                 for r in rows {
                     println!(
-                        "{:<36}  {:<36}  {:<28} {:<14} {:<24} {}",
-                        r.command_id, r.device_id, r.action, r.state, r.error_code, r.message
+                        "{:<36}  {:<36}  {:<28} {:<14} {:<24} {:<20} {:<20} {}",
+                        r.command_id,
+                        r.device_id,
+                        r.action,
+                        r.state,
+                        if r.error_code.is_empty() { "-" } else { &r.error_code },
+                        time(r.issued_at),
+                        time(r.reported_at),
+                        r.message
                     );
                 }
             }
