@@ -115,6 +115,7 @@ impl DevicePort for BridgePort {
             passcode: passcode.expose().to_owned(),
             flags: 0,
             command_id: effect.0.to_owned(),
+            reset_token: Vec::new(),
         }))
     }
 
@@ -122,16 +123,17 @@ impl DevicePort for BridgePort {
         &mut self,
         scope: Scope,
         passcode: &Secret,
-        _token: &SecretBytes,
+        token: &SecretBytes,
         effect: EffectId<'_>,
     ) -> Result<(), PortError> {
-        // The bridge holds the token it registered (Android keeps it with the DPC); the agent's
-        // copy stays in the agent.
+        // Sent along, as `resetPasswordWithToken` takes it, so a bridge that restarted and lost
+        // its own copy still works.
         self.done(b::bridge_request::Op::ResetWithToken(b::SetCredentialRequest {
             scope: scope_to_wire(scope),
             passcode: passcode.expose().to_owned(),
             flags: 0,
             command_id: effect.0.to_owned(),
+            reset_token: token.expose().to_vec(),
         }))
     }
 
@@ -238,15 +240,19 @@ pub fn answer(
         Some(Op::SetCredential(r)) => {
             done(port.set_credential(scope_from_wire(r.scope), &Secret::new(r.passcode), EffectId(&r.command_id)))
         }
-        Some(Op::ResetWithToken(r)) => match held_reset_token.as_ref() {
-            Some(token) => done(port.reset_with_token(
-                scope_from_wire(r.scope),
-                &Secret::new(r.passcode),
-                token,
-                EffectId(&r.command_id),
-            )),
-            None => port_error(PortError::TokenNotActive),
-        },
+        Some(Op::ResetWithToken(r)) => {
+            // The agent's copy when it sent one, else the one registered through this bridge.
+            let sent = Some(SecretBytes::new(r.reset_token)).filter(|t| !t.is_empty());
+            match sent.as_ref().or(held_reset_token.as_ref()) {
+                Some(token) => done(port.reset_with_token(
+                    scope_from_wire(r.scope),
+                    &Secret::new(r.passcode),
+                    token,
+                    EffectId(&r.command_id),
+                )),
+                None => port_error(PortError::TokenNotActive),
+            }
+        }
         Some(Op::ClearPasscode(r)) => done(port.clear_passcode(&SecretBytes::new(r.token), EffectId(&r.command_id))),
         Some(Op::LockNow(r)) => done(
             port.lock_now(&LockRequest { message: r.message, phone_number: r.phone_number }, EffectId(&r.command_id)),

@@ -55,7 +55,7 @@ fn an_agent_applies_commands_through_the_bridge() {
     let server = Server::start(root.path());
     let (sim, socket) = (root.path().join("bridged-sim.json"), root.path().join("bridge.sock"));
     init_sim(&sim, "android-do");
-    let _bridge = serve_bridge(&sim, &socket);
+    let bridge = serve_bridge(&sim, &socket);
     let platform = format!("[platform]\nport = \"bridge\"\nbridge_socket = \"{}\"\n", socket.display());
     let mut device = Device::enroll(
         root.path(),
@@ -65,6 +65,10 @@ fn an_agent_applies_commands_through_the_bridge() {
     );
     device.start();
     device.wait_checked_in(Duration::from_secs(30));
+    // The bridge restarts (as a DPC app may) after the agent registered its reset token.
+    drop(bridge);
+    std::fs::remove_file(&socket).ok();
+    let _bridge = serve_bridge(&sim, &socket);
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let row = server.wait_result(&id, Duration::from_secs(30));
     assert_eq!(row["state"], "succeeded", "{row}");

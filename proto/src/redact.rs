@@ -85,6 +85,7 @@ impl fmt::Debug for b::SetCredentialRequest {
             .field("passcode", &secret(&self.passcode))
             .field("flags", &self.flags)
             .field("command_id", &self.command_id)
+            .field("reset_token", &secret(&self.reset_token))
             .finish()
     }
 }

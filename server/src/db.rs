@@ -158,6 +158,23 @@ pub fn token_hash(token: &str) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether a token exists, is unused and unexpired.
+fn token_usable(c: &Connection, token: &str, now: i64) -> Result<(), DbError> {
+    let row: Option<(i64, Option<i64>)> = c
+        .query_row(
+            "SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
+            params![token_hash(token)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Err(DbError::TokenUnknown),
+        Some((_, Some(_))) => Err(DbError::TokenUsed),
+        Some((expires_at, None)) if expires_at <= now => Err(DbError::TokenExpired),
+        Some(_) => Ok(()),
+    }
+}
+
 fn status_state(status: i32) -> &'static str {
     match v1::CommandStatus::try_from(status) {
         Ok(v1::CommandStatus::Succeeded) => "succeeded",
@@ -203,23 +220,16 @@ impl Db {
         })
     }
 
+    /// Checks a token without consuming it (so unauthenticated callers get no signing work).
+    pub fn check_token(&self, token: &str, now: i64) -> Result<(), DbError> {
+        self.with(|c| token_usable(c, token, now))
+    }
+
     /// Consumes a token and records the new device, in one transaction.
     pub fn enroll(&self, token: &str, now: i64, device: &DeviceRow, facts_json: &str) -> Result<(), DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let row: Option<(i64, Option<i64>)> = tx
-                .query_row(
-                    "SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
-                    params![token_hash(token)],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            match row {
-                None => return Err(DbError::TokenUnknown),
-                Some((_, Some(_))) => return Err(DbError::TokenUsed),
-                Some((expires_at, None)) if expires_at <= now => return Err(DbError::TokenExpired),
-                Some(_) => {}
-            }
+            token_usable(&tx, token, now)?;
             tx.execute(
                 "UPDATE enrollment_tokens SET used_at = ?1, device_id = ?2 WHERE token_hash = ?3 AND used_at IS NULL",
                 params![now, device.device_id, token_hash(token)],

@@ -103,6 +103,9 @@ impl DeviceService for Service {
         let facts_wire = req.device_facts.ok_or_else(|| Status::invalid_argument("device_facts is required"))?;
         let facts = convert::facts_from_wire(&facts_wire)
             .map_err(|e| Status::invalid_argument(format!("device_facts: {e}")))?;
+        // Token first (read-only), so only a token holder makes the server sign anything; it is
+        // consumed below, atomically with recording the device.
+        self.db.check_token(&req.enrollment_token, now_ms()).map_err(internal)?;
         let device_id = uuid::Uuid::new_v4().to_string();
         let cert_pem = self.authority.sign_device_csr(&req.csr_der, &device_id).map_err(Status::invalid_argument)?;
         let row = DeviceRow {
