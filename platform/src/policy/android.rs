@@ -387,7 +387,8 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
 
     // LockscreenCredential refuses characters outside ASCII 32..=127 before anything else.
     if cred == CredType::Password && candidate.chars().any(|c| !(' '..='\u{7f}').contains(&c)) {
-        let v = Violation::new("CONTAINS_INVALID_CHARACTERS", "contains a character outside printable ASCII (32-127)");
+        let v = Violation::new("CONTAINS_INVALID_CHARACTERS", "contains a character outside printable ASCII (32-127)")
+            .with_requirement(0);
         return Verdict::from(vec![v], metrics);
     }
 
@@ -402,7 +403,8 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
         let v = Violation::new(
             "WEAK_CREDENTIAL_TYPE",
             format!("a {} is weaker than the policy allows: it needs at least a {}", cred.as_str(), needed.as_str()),
-        );
+        )
+        .with_requirement(0);
         return Verdict::from(vec![v], metrics);
     }
     if cred == CredType::None {
@@ -411,8 +413,10 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
 
     let mut violations = Vec::new();
     if metrics.length > MAX_PASSWORD_LENGTH {
-        violations
-            .push(Violation::new("TOO_LONG", format!("longer than the maximum of {MAX_PASSWORD_LENGTH} characters")));
+        violations.push(
+            Violation::new("TOO_LONG", format!("longer than the maximum of {MAX_PASSWORD_LENGTH} characters"))
+                .with_requirement(MAX_PASSWORD_LENGTH),
+        );
     }
 
     // applyComplexity(), then clamp and removeOverlapping().
@@ -427,7 +431,10 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
 
     // comparePasswordMetrics().
     if metrics.length < min.length {
-        violations.push(Violation::new("TOO_SHORT", format!("shorter than the minimum of {} characters", min.length)));
+        violations.push(
+            Violation::new("TOO_SHORT", format!("shorter than the minimum of {} characters", min.length))
+                .with_requirement(min.length),
+        );
     }
     if metrics.non_numeric == 0
         && min.non_numeric == 0
@@ -438,10 +445,13 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
     {
         let all_numeric_min = bucket.minimum_length(false);
         if all_numeric_min > min.length && all_numeric_min > min.numeric && metrics.length < all_numeric_min {
-            violations.push(Violation::new(
-                "TOO_SHORT_WHEN_ALL_NUMERIC",
-                format!("an all-digit PIN must be at least {all_numeric_min} digits"),
-            ));
+            violations.push(
+                Violation::new(
+                    "TOO_SHORT_WHEN_ALL_NUMERIC",
+                    format!("an all-digit PIN must be at least {all_numeric_min} digits"),
+                )
+                .with_requirement(all_numeric_min),
+            );
         }
     }
     let minima = [
@@ -455,14 +465,18 @@ pub fn check(policy: &AndroidPolicy, candidate: &str) -> Verdict {
     ];
     for (code, actual, required, what) in minima {
         if actual < required {
-            violations.push(Violation::new(code, format!("needs at least {required} {what}")));
+            violations
+                .push(Violation::new(code, format!("needs at least {required} {what}")).with_requirement(required));
         }
     }
     if metrics.max_sequence > min.seq_length {
-        violations.push(Violation::new(
-            "CONTAINS_SEQUENCE",
-            format!("contains a repeating or ordered sequence longer than {MAX_ALLOWED_SEQUENCE} characters"),
-        ));
+        violations.push(
+            Violation::new(
+                "CONTAINS_SEQUENCE",
+                format!("contains a repeating or ordered sequence longer than {MAX_ALLOWED_SEQUENCE} characters"),
+            )
+            .with_requirement(0),
+        );
     }
     Verdict::from(violations, metrics)
 }
@@ -545,6 +559,44 @@ mod tests {
         let strict =
             AndroidPolicy { min_uppercase: Some(2), min_lowercase: Some(2), min_symbols: Some(0), ..p.clone() };
         assert_eq!(codes(&strict, "abcd1234"), ["NOT_ENOUGH_UPPER_CASE"]);
+    }
+
+    /// Vectors from AOSP's `PasswordMetricsTest` (frameworks/base, core/tests/coretests).
+    #[test]
+    fn aosp_password_metrics_test_vectors() {
+        let m = measure("6B~0z1Z3*8A");
+        assert_eq!((m.length, m.letters, m.upper_case, m.lower_case), (11, 4, 3, 1));
+        assert_eq!((m.digits, m.symbols, m.non_letter), (5, 2, 7));
+        assert_eq!(max_length_sequence(b"1234abd"), 4);
+
+        let complexity = |s: &str| check(&AndroidPolicy::default(), s).metrics.extra["complexity"].clone();
+        for (candidate, expected) in [
+            ("1234", "low"),
+            ("124", "low"),
+            ("a!", "low"),
+            ("a!1", "low"),
+            ("1238", "medium"),
+            ("ab!c", "medium"),
+            ("ab!1", "medium"),
+            ("alphabetic!", "high"),
+            ("alphanumeric123!", "high"),
+            ("", "none"),
+        ] {
+            assert_eq!(complexity(candidate), expected, "{candidate:?}");
+        }
+
+        // validateCredential: "password" passes LOW; "™™™™" has invalid characters.
+        let low = AndroidPolicy { complexity: Complexity::Low, ..AndroidPolicy::default() };
+        assert!(check(&low, "password").compliant);
+        assert_eq!(codes(&low, "™™™™"), ["CONTAINS_INVALID_CHARACTERS"]);
+        // pinAndComplexityHigh: a 6-digit PIN without sequences needs 8 under HIGH.
+        let high =
+            AndroidPolicy { quality: Quality::Numeric, complexity: Complexity::High, ..AndroidPolicy::default() };
+        let v = check(&high, "159263");
+        assert_eq!(v.violations.iter().map(|x| (x.code, x.requirement)).collect::<Vec<_>>(), [("TOO_SHORT", Some(8))]);
+        // nonAllNumberPasswordAndComplexityHigh: a 5-character password needs 6 under HIGH.
+        let v = check(&AndroidPolicy { complexity: Complexity::High, ..AndroidPolicy::default() }, "a1b2c");
+        assert_eq!(v.violations.iter().map(|x| (x.code, x.requirement)).collect::<Vec<_>>(), [("TOO_SHORT", Some(6))]);
     }
 
     #[test]

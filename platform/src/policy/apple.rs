@@ -2,13 +2,14 @@
 //!
 //! Keys and how they are read:
 //! - `minLength` (0..=16): at least that many characters.
-//! - `requireAlphanumeric`: the passcode must contain letters, not only digits. Apple's text is
-//!   "requires alphabetic characters instead of only numeric characters"; we read it as at least
-//!   one letter (inferred: Apple publishes no test vectors).
-//! - `allowSimple` (default true): when false, a simple passcode is refused. Apple defines simple
-//!   as "repeated characters, or increasing or decreasing characters (such as 123 or CBA)"; we
-//!   treat a passcode as simple when the whole of it is one repeated character or one run rising
-//!   or falling by one (case-insensitive), e.g. `1111`, `1234`, `4321`, `abcd` (inferred).
+//! - `requireAlphanumeric`: at least one letter and at least one number — Apple's wording for the
+//!   same policy in its declarative form (`RequireAlphanumericPasscode`: "at least one alphabetic
+//!   character and at least one number").
+//! - `allowSimple` (default true): when false, a simple passcode is refused. Apple: "a simple
+//!   passcode contains repeated characters, or increasing or decreasing characters, such as 123
+//!   or CBA". We flag a passcode that contains a run of three or more identical characters or of
+//!   three or more characters rising or falling by one (case-insensitive), e.g. `111`, `123`,
+//!   `cba` (the run length of three is inferred from Apple's examples; Apple publishes no vectors).
 //! - `minComplexChars` (0..=4): at least that many characters that are neither letters nor digits.
 //! - User Enrollment forces `allowSimple = false` and `minLength = 6` whatever the payload says
 //!   (Apple DeviceManagement, Passcode payload); see [`ApplePolicy::for_user_enrollment`].
@@ -60,15 +61,17 @@ impl ApplePolicy {
     }
 }
 
-/// True when the whole passcode is one repeated character or one ascending/descending run.
+/// The shortest run that makes a passcode simple.
+pub const SIMPLE_RUN: usize = 3;
+
+/// True when the passcode contains a run of [`SIMPLE_RUN`] repeated characters or characters
+/// rising or falling by one.
 pub fn is_simple(candidate: &str) -> bool {
-    let folded: Vec<u32> = candidate.chars().map(|c| c.to_ascii_lowercase() as u32).collect();
-    if folded.len() < 2 {
-        return !folded.is_empty();
-    }
-    let steps: Vec<i64> = folded.windows(2).map(|w| i64::from(w[1]) - i64::from(w[0])).collect();
-    let first = steps[0];
-    (first == 0 || first == 1 || first == -1) && steps.iter().all(|&s| s == first)
+    let folded: Vec<i64> = candidate.chars().map(|c| i64::from(u32::from(c.to_ascii_lowercase()))).collect();
+    folded.windows(SIMPLE_RUN).any(|w| {
+        let step = w[1] - w[0];
+        (-1..=1).contains(&step) && w.windows(2).all(|p| p[1] - p[0] == step)
+    })
 }
 
 /// Checks a candidate against an Apple policy.
@@ -76,16 +79,19 @@ pub fn check(policy: &ApplePolicy, candidate: &str) -> Verdict {
     let metrics: Metrics = android::measure(candidate);
     let length = candidate.chars().count();
     let letters = candidate.chars().filter(|c| c.is_alphabetic()).count();
+    let digits = candidate.chars().filter(|c| c.is_numeric()).count();
     let complex = candidate.chars().filter(|c| !c.is_alphanumeric()).count();
     let mut violations = Vec::new();
     let min_length = policy.min_length.min(MAX_MIN_LENGTH) as usize;
     if length < min_length {
-        violations.push(Violation::new("TOO_SHORT", format!("shorter than minLength {min_length}")));
+        violations.push(
+            Violation::new("TOO_SHORT", format!("shorter than minLength {min_length}")).with_requirement(min_length),
+        );
     }
-    if policy.require_alphanumeric && letters == 0 {
+    if policy.require_alphanumeric && (letters == 0 || digits == 0) {
         violations.push(Violation::new(
             "REQUIRES_ALPHANUMERIC",
-            "requireAlphanumeric is set: the passcode must contain letters, not only digits",
+            "requireAlphanumeric is set: the passcode needs at least one letter and at least one number",
         ));
     }
     if !policy.allow_simple && is_simple(candidate) {
@@ -95,10 +101,13 @@ pub fn check(policy: &ApplePolicy, candidate: &str) -> Verdict {
         ));
     }
     if complex < policy.min_complex_chars as usize {
-        violations.push(Violation::new(
-            "NOT_ENOUGH_COMPLEX_CHARS",
-            format!("needs at least {} non-alphanumeric characters (minComplexChars)", policy.min_complex_chars),
-        ));
+        violations.push(
+            Violation::new(
+                "NOT_ENOUGH_COMPLEX_CHARS",
+                format!("needs at least {} non-alphanumeric characters (minComplexChars)", policy.min_complex_chars),
+            )
+            .with_requirement(policy.min_complex_chars as usize),
+        );
     }
     Verdict::from(violations, metrics)
 }
@@ -120,16 +129,27 @@ mod tests {
         let table: &[(&ApplePolicy, &str, &[&str])] = &[
             (&base, "", &[]),
             (&base, "1111", &[]),
-            (&strict, "xqz", &["TOO_SHORT", "NOT_ENOUGH_COMPLEX_CHARS"]),
+            (&strict, "xqz", &["TOO_SHORT", "REQUIRES_ALPHANUMERIC", "NOT_ENOUGH_COMPLEX_CHARS"]),
             (&strict, "123456", &["REQUIRES_ALPHANUMERIC", "SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (&strict, "abcdef", &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (&strict, "fedcba", &["SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
-            (&strict, "fedcba!", &[]),
+            (&strict, "abcdef", &["REQUIRES_ALPHANUMERIC", "SIMPLE_PASSCODE", "NOT_ENOUGH_COMPLEX_CHARS"]),
+            (&strict, "fedcba!", &["REQUIRES_ALPHANUMERIC", "SIMPLE_PASSCODE"]),
+            (&strict, "Pass123!", &["SIMPLE_PASSCODE"]),
+            (&strict, "zz9!q1x", &[]),
             (&strict, "a1b2c3!", &[]),
         ];
         for (p, candidate, expected) in table {
             let got: Vec<_> = check(p, candidate).violations.iter().map(|v| v.code).collect();
             assert_eq!(got, *expected, "{candidate:?}");
+        }
+    }
+
+    #[test]
+    fn simple_means_a_run_of_three() {
+        for simple in ["111", "123", "CBA", "cBa", "x999y", "ab4567", "9876"] {
+            assert!(is_simple(simple), "{simple}");
+        }
+        for fine in ["", "11", "12", "1357", "193746", "a1b2c3", "aab", "xz!9"] {
+            assert!(!is_simple(fine), "{fine}");
         }
     }
 

@@ -58,11 +58,20 @@ pub struct Violation {
     pub code: &'static str,
     /// What is wrong and what would fix it; never contains the candidate.
     pub message: String,
+    /// The rule's threshold where it has one (AOSP `PasswordValidationError.requirement`:
+    /// the minimum length for `TOO_SHORT`, the count for `NOT_ENOUGH_*`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirement: Option<usize>,
 }
 
 impl Violation {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), requirement: None }
+    }
+
+    pub(crate) fn with_requirement(mut self, requirement: usize) -> Self {
+        self.requirement = Some(requirement);
+        self
     }
 }
 

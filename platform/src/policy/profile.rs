@@ -252,10 +252,10 @@ mod tests {
 
     #[test]
     fn reads_pincomplexity_oma_uri_lines() {
-        let doc = b"./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/MinimumPINLength = 6\n\
+        let doc = b"./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/MinimumPINLength = 8\n\
                     ./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/LowercaseLetters = 0\n";
         let PasscodePolicy::Windows(w) = parse(doc).expect("parse") else { panic!("dialect") };
-        assert_eq!((w.min_length, w.lowercase, w.digits), (6, CharRule::Allowed, CharRule::Required));
+        assert_eq!((w.min_length, w.lowercase, w.digits), (8, CharRule::Allowed, CharRule::Allowed));
         let bad = b"./Device/Vendor/MSFT/PassportForWork/t/Policies/PINComplexity/Digits = 7\n";
         assert!(matches!(parse(bad), Err(ProfileError::Field { .. })));
     }

@@ -1,8 +1,10 @@
 //! Windows Hello for Business PIN rules, following PassportForWork `PINComplexity`:
-//! `MinimumPINLength` (4..=127, default 4), `MaximumPINLength` (4..=127, default 127), and for
-//! `UppercaseLetters`, `LowercaseLetters`, `Digits`, `SpecialCharacters` one of 0 allowed,
-//! 1 at least one required, 2 not allowed. Defaults follow the CSP: digits required, every other
-//! class not allowed — the plain numeric PIN Windows ships with.
+//! `MinimumPINLength` and `MaximumPINLength` (4..=127), and for `UppercaseLetters`,
+//! `LowercaseLetters`, `Digits`, `SpecialCharacters` one of 0 allowed, 1 at least one required,
+//! 2 not allowed. Unconfigured values follow Microsoft's current Windows Hello policy text:
+//! digits allowed but not required, upper- and lower-case letters and special characters not
+//! allowed, minimum length 6, maximum 127. (Older Windows 10 documentation gave a minimum of 4;
+//! which one a given build applies is inferred, and we follow the current text.)
 //!
 //! Special characters are the printable ASCII punctuation Microsoft lists for the
 //! `SpecialCharacters` policy (``! " # $ % & ' ( ) * + , - . / : ; < = > ? @ [ \ ] ^ _ ` { | } ~``)
@@ -12,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{android, Verdict, Violation};
 
-/// `MinimumPINLength` lower bound and default.
+/// `MinimumPINLength` lower bound.
 pub const MIN_PIN_LENGTH: u32 = 4;
+/// `MinimumPINLength` when not configured.
+pub const DEFAULT_MIN_PIN_LENGTH: u32 = 6;
 /// `MaximumPINLength` upper bound and default.
 pub const MAX_PIN_LENGTH: u32 = 127;
 
@@ -72,11 +76,11 @@ pub struct WindowsPolicy {
 impl Default for WindowsPolicy {
     fn default() -> Self {
         Self {
-            min_length: MIN_PIN_LENGTH,
+            min_length: DEFAULT_MIN_PIN_LENGTH,
             max_length: MAX_PIN_LENGTH,
             uppercase: CharRule::Disallowed,
             lowercase: CharRule::Disallowed,
-            digits: CharRule::Required,
+            digits: CharRule::Allowed,
             special: CharRule::Disallowed,
         }
     }
@@ -114,10 +118,16 @@ pub fn check(policy: &WindowsPolicy, candidate: &str) -> Verdict {
     }
     let length = candidate.chars().count();
     if length < policy.min_length as usize {
-        violations.push(Violation::new("TOO_SHORT", format!("shorter than MinimumPINLength {}", policy.min_length)));
+        violations.push(
+            Violation::new("TOO_SHORT", format!("shorter than MinimumPINLength {}", policy.min_length))
+                .with_requirement(policy.min_length as usize),
+        );
     }
     if length > policy.max_length as usize {
-        violations.push(Violation::new("TOO_LONG", format!("longer than MaximumPINLength {}", policy.max_length)));
+        violations.push(
+            Violation::new("TOO_LONG", format!("longer than MaximumPINLength {}", policy.max_length))
+                .with_requirement(policy.max_length as usize),
+        );
     }
     if candidate.chars().any(|c| !(c.is_ascii_alphanumeric() || is_special(c))) {
         violations.push(Violation::new(
@@ -185,10 +195,11 @@ mod tests {
             special: CharRule::Disallowed,
         };
         let table: &[(&WindowsPolicy, &str, &[&str])] = &[
-            (&default, "1234", &[]),
-            (&default, "123", &["TOO_SHORT"]),
-            (&default, "12a4", &["LOWERCASE_DISALLOWED"]),
-            (&default, "abcd", &["LOWERCASE_DISALLOWED", "DIGITS_REQUIRED"]),
+            (&default, "123456", &[]),
+            (&default, "12345", &["TOO_SHORT"]),
+            (&default, "12a456", &["LOWERCASE_DISALLOWED"]),
+            (&default, "abcdef", &["LOWERCASE_DISALLOWED"]),
+            (&default, "123 56", &["SPECIAL_DISALLOWED"]),
             (&mixed, "abcdefghi", &["TOO_LONG", "UPPERCASE_REQUIRED", "DIGITS_REQUIRED"]),
             (&mixed, "Abc12!", &["SPECIAL_DISALLOWED"]),
             (&mixed, "Abc123", &[]),
@@ -203,6 +214,8 @@ mod tests {
     #[test]
     fn impossible_policy_is_named() {
         let p = WindowsPolicy { digits: CharRule::Disallowed, ..WindowsPolicy::default() };
-        assert_eq!(check(&p, "1234").violations[0].code, "INVALID_POLICY");
+        assert_eq!(check(&p, "123456").violations[0].code, "INVALID_POLICY");
+        let p = WindowsPolicy { min_length: 9, max_length: 8, ..WindowsPolicy::default() };
+        assert_eq!(check(&p, "123456789").violations[0].code, "INVALID_POLICY");
     }
 }
