@@ -117,6 +117,17 @@ fn parse_apple(bytes: &[u8]) -> Result<ApplePolicy, ProfileError> {
     if policy.min_complex_chars > 4 {
         return Err(field("minComplexChars", "must be 0..=4"));
     }
+    // Apple's documented ranges; a key that is absent reads as 0 (not set).
+    let ranges = [
+        ("maxFailedAttempts", policy.max_failed_attempts, 2..=11),
+        ("pinHistory", policy.pin_history, 1..=50),
+        ("maxPINAgeInDays", policy.max_pin_age_days, 1..=730),
+    ];
+    for (key, value, range) in ranges {
+        if payload.contains_key(key) && !range.contains(&value) {
+            return Err(field(key, format!("must be {}..={}", range.start(), range.end())));
+        }
+    }
     Ok(policy)
 }
 
@@ -237,6 +248,30 @@ mod tests {
         let mut binary = Vec::new();
         value.to_writer_binary(&mut binary).expect("binary");
         assert_eq!(parse(&binary), Ok(PasscodePolicy::Apple(expected)));
+    }
+
+    #[test]
+    fn apple_ranges_are_enforced_with_the_key_named() {
+        let doc = |key: &str, value: i64| {
+            format!(
+                "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict><key>{key}</key><integer>{value}</integer></dict></plist>"
+            )
+        };
+        assert!(parse(doc("maxFailedAttempts", 11).as_bytes()).is_ok());
+        for (key, bad) in [
+            ("maxFailedAttempts", 1),
+            ("maxFailedAttempts", 12),
+            ("pinHistory", 51),
+            ("maxPINAgeInDays", 731),
+            ("minLength", 17),
+        ] {
+            match parse(doc(key, bad).as_bytes()) {
+                Err(ProfileError::Field { key: named, .. }) => assert_eq!(named, key),
+                other => panic!("{key}={bad}: {other:?}"),
+            }
+        }
+        let negative = doc("minLength", -1);
+        assert!(matches!(parse(negative.as_bytes()), Err(ProfileError::Field { .. })));
     }
 
     #[test]
