@@ -74,6 +74,40 @@ pub struct DeviceRow {
     pub unlock_token_escrowed: bool,
 }
 
+/// What enrollment records about a new device.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    /// Assigned id.
+    pub device_id: String,
+    /// Platform name (`android`, `ios`, …).
+    pub platform: String,
+    /// Management mode name.
+    pub mode: String,
+    /// OS version.
+    pub os_version: String,
+    /// Model.
+    pub model: String,
+    /// Hostname.
+    pub hostname: String,
+}
+
+impl NewDevice {
+    /// From the facts the device reported.
+    pub fn from_facts(device_id: String, facts: &latchkey_platform::DeviceFacts, hostname: &str) -> Self {
+        let name = |v: serde_json::Result<serde_json::Value>| {
+            v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        };
+        Self {
+            device_id,
+            platform: name(serde_json::to_value(facts.platform)),
+            mode: name(serde_json::to_value(facts.mode)),
+            os_version: facts.os_version.clone(),
+            model: facts.model.clone(),
+            hostname: hostname.to_owned(),
+        }
+    }
+}
+
 /// One row of the device-actions view.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActionRow {
@@ -226,7 +260,7 @@ impl Db {
     }
 
     /// Consumes a token and records the new device, in one transaction.
-    pub fn enroll(&self, token: &str, now: i64, device: &DeviceRow, facts_json: &str) -> Result<(), DbError> {
+    pub fn enroll(&self, token: &str, now: i64, device: &NewDevice, facts_json: &str) -> Result<(), DbError> {
         self.with(|c| {
             let tx = c.transaction()?;
             token_usable(&tx, token, now)?;
@@ -522,20 +556,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(&dir.path().join("t.db")).expect("open");
         db.insert_token("tok", 0, i64::MAX).expect("token");
-        let device = DeviceRow {
-            device_id: "d1".into(),
-            platform: "android".into(),
-            mode: "device_owner".into(),
-            os_version: "13".into(),
-            model: String::new(),
-            hostname: String::new(),
-            enrolled_at: 0,
-            last_checkin: 0,
-            reset_token_state: String::new(),
-            passcode_present: false,
-            device_policy: false,
-            unlock_token_escrowed: false,
-        };
+        let facts = latchkey_platform::sim::profile::build("android-do", &Default::default()).expect("facts").facts;
+        let device = NewDevice::from_facts("d1".into(), &facts, "host");
+        assert_eq!((device.platform.as_str(), device.mode.as_str()), ("android", "device_owner"));
         db.enroll("tok", 1, &device, "{}").expect("enroll");
         assert!(matches!(db.enroll("tok", 2, &device, "{}"), Err(DbError::TokenUsed)));
         db.insert_passcode("c1", "d1", "482913", 1_000).expect("insert");

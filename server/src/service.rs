@@ -15,7 +15,7 @@ use latchkey_proto::convert;
 use latchkey_proto::v1::{self, device_service_server::DeviceService};
 
 use crate::ca::{common_name, Authority};
-use crate::db::{Db, DbError, DeviceRow};
+use crate::db::{Db, DbError, NewDevice};
 use crate::hub::Hub;
 use crate::now_ms;
 
@@ -108,23 +108,7 @@ impl DeviceService for Service {
         self.db.check_token(&req.enrollment_token, now_ms()).map_err(internal)?;
         let device_id = uuid::Uuid::new_v4().to_string();
         let cert_pem = self.authority.sign_device_csr(&req.csr_der, &device_id).map_err(Status::invalid_argument)?;
-        let row = DeviceRow {
-            device_id: device_id.clone(),
-            platform: serde_json::to_value(facts.platform)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            mode: serde_json::to_value(facts.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-            os_version: facts.os_version.clone(),
-            model: facts.model.clone(),
-            hostname: facts_wire.hostname.clone(),
-            enrolled_at: 0,
-            last_checkin: 0,
-            reset_token_state: String::new(),
-            passcode_present: false,
-            device_policy: false,
-            unlock_token_escrowed: false,
-        };
+        let row = NewDevice::from_facts(device_id.clone(), &facts, &facts_wire.hostname);
         let facts_json = serde_json::to_string(&facts).map_err(|e| Status::internal(e.to_string()))?;
         self.db.enroll(&req.enrollment_token, now_ms(), &row, &facts_json).map_err(internal)?;
         tracing::info!(device_id = %device_id, platform = %row.platform, mode = %row.mode, "device enrolled");
