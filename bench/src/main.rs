@@ -175,7 +175,7 @@ async fn main() -> Result<()> {
         .db
         .devices()?
         .iter()
-        .filter(|r| push_ids.contains(&r.device_id) && r.last_checkin > t_restart)
+        .filter(|r| push_ids.contains(&r.device.device_id) && r.last_checkin > t_restart)
         .map(|r| r.last_checkin - t_restart)
         .collect();
     checkins.sort_unstable();

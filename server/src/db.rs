@@ -45,21 +45,12 @@ pub enum DbError {
     Corrupt(String),
 }
 
-/// One row of `devices`.
+/// One row of `devices`: what enrollment recorded, plus what check-ins reported since.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceRow {
-    /// Device id.
-    pub device_id: String,
-    /// Platform name.
-    pub platform: String,
-    /// Management mode.
-    pub mode: String,
-    /// OS version.
-    pub os_version: String,
-    /// Model.
-    pub model: String,
-    /// Hostname.
-    pub hostname: String,
+    /// Id, platform, mode, OS version, model, hostname (flattened in JSON).
+    #[serde(flatten)]
+    pub device: NewDevice,
     /// Enrolled at, Unix ms.
     pub enrolled_at: i64,
     /// Last check-in, Unix ms (0 = never).
@@ -75,7 +66,7 @@ pub struct DeviceRow {
 }
 
 /// What enrollment records about a new device.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct NewDevice {
     /// Assigned id.
     pub device_id: String,
@@ -498,12 +489,14 @@ impl Db {
                 let state: Option<String> = r.get(9)?;
                 let state: serde_json::Value = state.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
                 Ok(DeviceRow {
-                    device_id: r.get(0)?,
-                    platform: r.get(1)?,
-                    mode: r.get(2)?,
-                    os_version: r.get(3)?,
-                    model: r.get(4)?,
-                    hostname: r.get(5)?,
+                    device: NewDevice {
+                        device_id: r.get(0)?,
+                        platform: r.get(1)?,
+                        mode: r.get(2)?,
+                        os_version: r.get(3)?,
+                        model: r.get(4)?,
+                        hostname: r.get(5)?,
+                    },
                     enrolled_at: r.get(6)?,
                     last_checkin: r.get(7)?,
                     reset_token_state: r.get(8)?,

@@ -209,10 +209,10 @@ fn main() -> Result<()> {
                 for d in devices {
                     println!(
                         "{:<36}  {:<14} {:<24} {:<10} {:<14} {:<20}",
-                        d.device_id,
-                        d.platform,
-                        d.mode,
-                        d.os_version,
+                        d.device.device_id,
+                        d.device.platform,
+                        d.device.mode,
+                        d.device.os_version,
                         d.reset_token_state,
                         time(d.last_checkin)
                     );
