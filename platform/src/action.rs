@@ -12,6 +12,48 @@ pub enum Scope {
     WorkProfile,
 }
 
+/// `DevicePolicyManager.RESET_PASSWORD_*` flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResetFlags {
+    /// `RESET_PASSWORD_REQUIRE_ENTRY` (0x1): no other admin may reset the credential again until
+    /// the user has entered it.
+    pub require_entry: bool,
+    /// `RESET_PASSWORD_DO_NOT_ASK_CREDENTIALS_ON_BOOT` (0x2): the device does not ask for the
+    /// credential at boot.
+    pub do_not_ask_credentials_on_boot: bool,
+}
+
+impl ResetFlags {
+    /// `RESET_PASSWORD_REQUIRE_ENTRY`.
+    pub const REQUIRE_ENTRY: u32 = 0x1;
+    /// `RESET_PASSWORD_DO_NOT_ASK_CREDENTIALS_ON_BOOT`.
+    pub const DO_NOT_ASK_CREDENTIALS_ON_BOOT: u32 = 0x2;
+
+    /// Parses the DPM bit set; unknown bits are an error (the command is malformed).
+    pub fn from_bits(bits: u32) -> Result<Self, u32> {
+        let unknown = bits & !(Self::REQUIRE_ENTRY | Self::DO_NOT_ASK_CREDENTIALS_ON_BOOT);
+        if unknown != 0 {
+            return Err(unknown);
+        }
+        Ok(Self {
+            require_entry: bits & Self::REQUIRE_ENTRY != 0,
+            do_not_ask_credentials_on_boot: bits & Self::DO_NOT_ASK_CREDENTIALS_ON_BOOT != 0,
+        })
+    }
+
+    /// The DPM bit set.
+    pub fn bits(self) -> u32 {
+        let mut bits = 0;
+        if self.require_entry {
+            bits |= Self::REQUIRE_ENTRY;
+        }
+        if self.do_not_ask_credentials_on_boot {
+            bits |= Self::DO_NOT_ASK_CREDENTIALS_ON_BOOT;
+        }
+        bits
+    }
+}
+
 /// Lock-screen details for a remote lock.
 #[derive(Clone, Debug, Default)]
 pub struct LockRequest {
@@ -19,6 +61,8 @@ pub struct LockRequest {
     pub message: String,
     /// Phone number shown on the lock screen.
     pub phone_number: String,
+    /// macOS: the six-digit Find My PIN that unlocks the Mac. Secret.
+    pub pin: Option<Secret>,
 }
 
 /// One action.
@@ -31,7 +75,7 @@ pub enum Action {
         /// The new passcode.
         passcode: Secret,
         /// `RESET_PASSWORD_*` flags.
-        flags: u32,
+        flags: ResetFlags,
     },
     /// Remove the passcode with the escrowed unlock token.
     RemovePasscode {

@@ -49,10 +49,74 @@ pub enum ManagementMode {
     LinuxSystem,
 }
 
+impl Platform {
+    /// Every platform, in wire order.
+    pub const ALL: [Self; 7] =
+        [Self::Android, Self::Aosp, Self::Ios, Self::Macos, Self::Windows, Self::WindowsMobile, Self::Linux];
+
+    /// Stable text form (logs, storage, listings); the serde spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Android => "android",
+            Self::Aosp => "aosp",
+            Self::Ios => "ios",
+            Self::Macos => "macos",
+            Self::Windows => "windows",
+            Self::WindowsMobile => "windows_mobile",
+            Self::Linux => "linux",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// Android and AOSP: the DevicePolicyManager family.
+    pub fn is_android_family(self) -> bool {
+        matches!(self, Self::Android | Self::Aosp)
+    }
+}
+
 impl ManagementMode {
+    /// Every mode, in wire order.
+    pub const ALL: [Self; 10] = [
+        Self::DeviceAdmin,
+        Self::DeviceOwner,
+        Self::WorkProfilePersonal,
+        Self::WorkProfileCorporate,
+        Self::AospUserAssociated,
+        Self::AospUserless,
+        Self::AppleDevice,
+        Self::AppleUserEnrollment,
+        Self::WindowsMdm,
+        Self::LinuxSystem,
+    ];
+
     /// True for both Android Enterprise work-profile modes.
     pub fn is_work_profile(self) -> bool {
         matches!(self, Self::WorkProfilePersonal | Self::WorkProfileCorporate)
+    }
+
+    /// Stable text form (logs, storage, listings); the serde spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeviceAdmin => "device_admin",
+            Self::DeviceOwner => "device_owner",
+            Self::WorkProfilePersonal => "work_profile_personal",
+            Self::WorkProfileCorporate => "work_profile_corporate",
+            Self::AospUserAssociated => "aosp_user_associated",
+            Self::AospUserless => "aosp_userless",
+            Self::AppleDevice => "apple_device",
+            Self::AppleUserEnrollment => "apple_user_enrollment",
+            Self::WindowsMdm => "windows_mdm",
+            Self::LinuxSystem => "linux_system",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == text)
     }
 }
 
@@ -72,7 +136,7 @@ pub enum ResetTokenState {
 }
 
 impl ResetTokenState {
-    /// Stable text form used on the bridge and in status output.
+    /// Stable text form used in storage and status output.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NotApplicable => "not_applicable",
@@ -137,4 +201,36 @@ pub struct DeviceState {
     /// The device is locked.
     #[serde(default)]
     pub locked: bool,
+}
+
+/// The passcode policy a device enforces for a delivered payload. Under Apple User Enrollment
+/// the payload's keys are ignored and its presence forces only `forcePIN`, `allowSimple = false`
+/// and `minLength = 6` (Apple, DeviceManagement "Passcode": "For user enrollments, the system
+/// allows this payload type, but ignores most of the keys"); everywhere else the payload is
+/// enforced as delivered.
+pub fn enforced_policy(facts: &DeviceFacts, delivered: Option<&PasscodePolicy>) -> Option<PasscodePolicy> {
+    match (facts.mode, delivered) {
+        (ManagementMode::AppleUserEnrollment, Some(_)) => {
+            Some(PasscodePolicy::Apple(crate::policy::ApplePolicy::user_enrollment()))
+        }
+        (_, delivered) => delivered.cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_match_serde_and_round_trip() {
+        for p in Platform::ALL {
+            assert_eq!(serde_json::to_value(p).expect("json"), serde_json::Value::from(p.as_str()));
+            assert_eq!(Platform::parse(p.as_str()), Some(p));
+        }
+        for m in ManagementMode::ALL {
+            assert_eq!(serde_json::to_value(m).expect("json"), serde_json::Value::from(m.as_str()));
+            assert_eq!(ManagementMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(Platform::parse("beos"), None);
+    }
 }

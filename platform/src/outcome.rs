@@ -21,6 +21,14 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status.
+    pub const ALL: [Self; 5] = [Self::Succeeded, Self::Failed, Self::NotSupported, Self::NotNow, Self::Rejected];
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     /// Stable text form.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +54,10 @@ pub enum ErrorCode {
     UserEnrollment,
     /// A required passcode policy is not assigned.
     NoPasscodePolicy,
+    /// The device has no PIN or password, so it cannot be locked.
+    NoPasscode,
+    /// A macOS lock's Find My PIN has not been used yet; a second lock would replace it.
+    LockPinOutstanding,
     /// The new passcode violates the policy in force.
     PasscodeNotCompliant,
     /// The Android reset-password token is not active.
@@ -69,6 +81,32 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [Self; 17] = [
+        Self::PlatformUnsupported,
+        Self::ApiLevel,
+        Self::ManagementMode,
+        Self::UserEnrollment,
+        Self::NoPasscodePolicy,
+        Self::NoPasscode,
+        Self::LockPinOutstanding,
+        Self::PasscodeNotCompliant,
+        Self::ResetTokenNotActive,
+        Self::UnlockTokenMismatch,
+        Self::UnlockTokenMissing,
+        Self::PinRecoveryDisabled,
+        Self::Expired,
+        Self::WrongDevice,
+        Self::Malformed,
+        Self::Interrupted,
+        Self::PlatformError,
+    ];
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -77,6 +115,8 @@ impl ErrorCode {
             Self::ManagementMode => "MANAGEMENT_MODE",
             Self::UserEnrollment => "USER_ENROLLMENT",
             Self::NoPasscodePolicy => "NO_PASSCODE_POLICY",
+            Self::NoPasscode => "NO_PASSCODE",
+            Self::LockPinOutstanding => "LOCK_PIN_OUTSTANDING",
             Self::PasscodeNotCompliant => "PASSCODE_NOT_COMPLIANT",
             Self::ResetTokenNotActive => "RESET_TOKEN_NOT_ACTIVE",
             Self::UnlockTokenMismatch => "UNLOCK_TOKEN_MISMATCH",

@@ -3,10 +3,11 @@
 use std::fmt;
 
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
-/// A textual secret: a passcode or PIN.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A textual secret: a passcode or PIN. There is no `==`: compare with [`Secret::ct_eq`], whose
+/// time does not depend on where the values differ.
+#[derive(Clone, Default)]
 pub struct Secret(Zeroizing<String>);
 
 impl Secret {
@@ -23,6 +24,11 @@ impl Secret {
     /// True when no secret is held.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Compares in constant time (for equal lengths).
+    pub fn ct_eq(&self, other: &str) -> bool {
+        self.0.len() == other.len() && bool::from(self.0.as_bytes().ct_eq(other.as_bytes()))
     }
 }
 
@@ -71,32 +77,14 @@ impl SecretBytes {
         self.0.len() == other.len() && bool::from(self.0.as_slice().ct_eq(other))
     }
 
-    /// Lower-case hex, for storage in 0600 files only.
+    /// Lower-case hex, for storage in 0600 files only; no unzeroed copy is left behind.
     pub fn to_hex(&self) -> Secret {
-        let mut out = String::with_capacity(self.0.len() * 2);
-        for b in self.0.iter() {
-            out.push_str(&format!("{b:02x}"));
-        }
-        Secret::new(out)
+        Secret(latchkey_common::hex::encode(&self.0))
     }
 
     /// Parses lower- or upper-case hex.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        if !hex.len().is_multiple_of(2) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(hex.len() / 2);
-        for pair in hex.as_bytes().chunks(2) {
-            let text = std::str::from_utf8(pair).ok()?;
-            match u8::from_str_radix(text, 16) {
-                Ok(b) => out.push(b),
-                Err(_) => {
-                    out.zeroize();
-                    return None;
-                }
-            }
-        }
-        Some(Self::new(out))
+        latchkey_common::hex::decode(hex).map(Self)
     }
 }
 
@@ -126,5 +114,8 @@ mod tests {
         assert!(!b.ct_eq(&back.expose()[..31]));
         assert!(SecretBytes::from_hex("zz").is_none());
         assert!(SecretBytes::from_hex("abc").is_none());
+        assert!(Secret::from("482913").ct_eq("482913"));
+        assert!(!Secret::from("482913").ct_eq("482914"));
+        assert!(!Secret::from("482913").ct_eq("48291"));
     }
 }

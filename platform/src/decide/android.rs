@@ -7,10 +7,22 @@
 //! - Work profile (personal or corporate): device-level reset is `NOT_SUPPORTED` /
 //!   `MANAGEMENT_MODE`; the work-profile reset needs 8.0+, a work-profile passcode policy and an
 //!   active token.
-//! - AOSP user-associated and userless: reset. Remote lock on AOSP needs a device passcode policy.
+//! - AOSP user-associated and userless: reset. Remote lock on AOSP needs a device passcode policy
+//!   (Intune, "Reset or remove a device passcode", troubleshooting remote lock: "If the device
+//!   does not have a device passcode assigned, the remote lock action will not succeed").
+//! - Remote lock needs a credential on every Android mode (Intune, "Remotely lock devices with
+//!   Intune": "Devices that don't have a PIN or password can't be remotely locked. When Remote
+//!   lock is applied to a device that doesn't have a PIN or password, the device's screen will
+//!   turn off but the device will not be locked"). Refused before any effect with `NO_PASSCODE`.
 //!
 //! Inferred: AOSP resets go through the privileged device-policy path without a reset token
 //! (SPEC §3 lists a plain "reset" for AOSP, unlike Android Enterprise device owner).
+//! Inferred: on a work-profile device a lock is possible when the work profile or the device has
+//! a credential (either protects what the lock hides).
+//! Ambiguous: "no work-profile passcode policy configured" (Intune: "you must configure the device
+//! passcode within device restrictions") can mean the device passcode policy or the work-profile
+//! passcode policy. We read it as the work-profile policy, the one the reset changes; the other
+//! reading would refuse on a device that has a work-profile policy but no device policy.
 use super::{non_compliant, unsupported_here, Decision, Plan};
 use crate::action::{Action, Scope};
 use crate::facts::{ManagementMode, Platform, ResetTokenState};
@@ -72,6 +84,16 @@ pub fn decide(s: &PortSnapshot, action: &Action) -> Decision {
                 return Decision::Refuse(Outcome::failed(
                     ErrorCode::NoPasscodePolicy,
                     "remote lock cannot succeed on this AOSP device because no device passcode policy is assigned; assign one, then retry",
+                ));
+            }
+            let credential = if mode.is_work_profile() {
+                s.state.work_profile_passcode_present || s.state.passcode_present
+            } else {
+                s.state.passcode_present
+            };
+            if !credential {
+                return Decision::Refuse(super::no_passcode(
+                    "this device has no PIN or password, so it cannot be locked remotely (its screen would only turn off); assign a passcode policy so the user sets one, then retry",
                 ));
             }
             Decision::Apply(Plan::LockNow)

@@ -75,6 +75,11 @@ pub(crate) fn non_compliant(policy: Option<&PasscodePolicy>, passcode: &str) -> 
     )
 }
 
+/// The refusal shared by every family for a lock on a device without a credential.
+pub(crate) fn no_passcode(message: &str) -> Outcome {
+    Outcome::failed(ErrorCode::NoPasscode, message)
+}
+
 /// The refusal shared by every family for an action its platform does not have.
 pub(crate) fn unsupported_here(what: &str, platform: &str) -> Decision {
     Decision::Refuse(Outcome::not_supported(

@@ -1,18 +1,27 @@
-//! Apple passcode rules, following the `com.apple.mobiledevice.passwordpolicy` payload.
+//! Apple passcode rules, following the `com.apple.mobiledevice.passwordpolicy` payload
+//! (apple/device-management `mdm/profiles/com.apple.mobiledevice.passwordpolicy.yaml`).
 //!
 //! Keys and how they are read:
+//! - `forcePIN` (default false): a passcode must be set; an empty one is refused.
 //! - `minLength` (0..=16): at least that many characters.
-//! - `requireAlphanumeric`: at least one letter and at least one number — Apple's wording for the
-//!   same policy in its declarative form (`RequireAlphanumericPasscode`: "at least one alphabetic
-//!   character and at least one number").
+//! - `requireAlphanumeric`: the payload text says "requires alphabetic characters (abcd) instead
+//!   of only numeric characters" (one reading: at least one letter); Apple's declarative
+//!   `RequireAlphanumericPasscode` says "at least one alphabetic character and at least one
+//!   number" (the other reading: a letter and a digit). We follow the declarative text, the more
+//!   precise of the two: a letters-only passcode is refused.
 //! - `allowSimple` (default true): when false, a simple passcode is refused. Apple: "a simple
-//!   passcode contains repeated characters, or increasing or decreasing characters, such as 123
-//!   or CBA". We flag a passcode that contains a run of three or more identical characters or of
-//!   three or more characters rising or falling by one (case-insensitive), e.g. `111`, `123`,
-//!   `cba` (the run length of three is inferred from Apple's examples; Apple publishes no vectors).
+//!   passcode contains repeated characters, or increasing or decreasing characters (such as '123'
+//!   or 'CBA')". We flag a run of three or more identical characters or of three or more
+//!   characters rising or falling by one (case-insensitive), e.g. `111`, `123`, `cba` (the run
+//!   length of three is inferred from Apple's examples; Apple publishes no vectors).
 //! - `minComplexChars` (0..=4): at least that many characters that are neither letters nor digits.
-//! - User Enrollment forces `allowSimple = false` and `minLength = 6` whatever the payload says
-//!   (Apple DeviceManagement, Passcode payload); see [`ApplePolicy::for_user_enrollment`].
+//! - `pinHistory` (1..=50), `maxPINAgeInDays` (0..=730), `maxFailedAttempts` (2..=11): enforced by
+//!   the device against its own records; carried for reporting and range-checked when parsed.
+//! - User Enrollment: "the system allows this payload type, but ignores most of the keys. Instead,
+//!   the presence of the payload forces only these settings: allowSimple false, forcePIN true,
+//!   minLength 6" (Apple DeviceManagement, Passcode; the yaml marks every key `userenrollment:
+//!   ignored`, and `minComplexChars` "is ignored for User Enrollments"). See
+//!   [`ApplePolicy::user_enrollment`] and [`crate::facts::enforced_policy`].
 use serde::{Deserialize, Serialize};
 
 use super::{android, Metrics, Verdict, Violation};
@@ -24,6 +33,8 @@ pub const MAX_MIN_LENGTH: u32 = 16;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ApplePolicy {
+    /// `forcePIN`.
+    pub force_pin: bool,
     /// `minLength`.
     pub min_length: u32,
     /// `requireAlphanumeric`.
@@ -43,6 +54,7 @@ pub struct ApplePolicy {
 impl Default for ApplePolicy {
     fn default() -> Self {
         Self {
+            force_pin: false,
             min_length: 0,
             require_alphanumeric: false,
             allow_simple: true,
@@ -55,9 +67,10 @@ impl Default for ApplePolicy {
 }
 
 impl ApplePolicy {
-    /// The policy a User Enrollment device actually enforces for this payload.
-    pub fn for_user_enrollment(&self) -> Self {
-        Self { allow_simple: false, min_length: 6, ..self.clone() }
+    /// What a User Enrollment device enforces when any passcode payload is present: the
+    /// payload's own keys are ignored.
+    pub fn user_enrollment() -> Self {
+        Self { force_pin: true, allow_simple: false, min_length: 6, ..Self::default() }
     }
 }
 
@@ -82,6 +95,9 @@ pub fn check(policy: &ApplePolicy, candidate: &str) -> Verdict {
     let digits = candidate.chars().filter(|c| c.is_numeric()).count();
     let complex = candidate.chars().filter(|c| !c.is_alphanumeric()).count();
     let mut violations = Vec::new();
+    if policy.force_pin && candidate.is_empty() {
+        violations.push(Violation::new("PASSCODE_REQUIRED", "forcePIN is set: the device must have a passcode"));
+    }
     let min_length = policy.min_length.min(MAX_MIN_LENGTH) as usize;
     if length < min_length {
         violations.push(
@@ -154,10 +170,18 @@ mod tests {
     }
 
     #[test]
-    fn user_enrollment_forces_six_and_no_simple() {
-        let p = ApplePolicy::default().for_user_enrollment();
+    fn user_enrollment_forces_six_and_no_simple_and_nothing_else() {
+        let p = ApplePolicy::user_enrollment();
         assert!(!check(&p, "1234").compliant);
         assert!(!check(&p, "111111").compliant);
-        assert!(check(&p, "193746").compliant);
+        assert!(!check(&p, "").compliant, "forcePIN");
+        assert!(check(&p, "193746").compliant, "no requireAlphanumeric or minComplexChars under User Enrollment");
+    }
+
+    #[test]
+    fn force_pin_refuses_an_empty_passcode() {
+        let p = ApplePolicy { force_pin: true, ..ApplePolicy::default() };
+        assert_eq!(check(&p, "").violations[0].code, "PASSCODE_REQUIRED");
+        assert!(check(&ApplePolicy::default(), "").compliant);
     }
 }

@@ -64,6 +64,8 @@ fn shape(policy: &PasscodePolicy) -> Shape {
             Shape { length: length.max(required.len()), required, pool }
         }
         PasscodePolicy::Windows(p) => {
+            // Generate against what Windows enforces, defaults and fall-backs applied.
+            let p = p.effective();
             let classes = [(p.uppercase, UPPER), (p.lowercase, LOWER), (p.digits, DIGITS), (p.special, SYMBOLS)];
             let required: Vec<&'static [u8]> =
                 classes.iter().filter(|(r, _)| *r == CharRule::Required).map(|(_, c)| *c).collect();
@@ -156,12 +158,15 @@ mod tests {
             prop_assert!(policy.check(passcode.expose()).compliant);
         }
 
+        /// Whatever is configured — nothing, out-of-range lengths, "all allowed" — the PIN
+        /// complies with the rules Windows applies (defaults and fall-backs included).
         #[test]
         fn every_generated_windows_pin_complies(
-            min_length in 4u32..=10, extra in 0u32..=6,
-            uppercase in rule(), lowercase in rule(), digits in rule(), special in rule(),
+            min_length in proptest::option::of(0u32..=12), max_length in proptest::option::of(0u32..=140),
+            uppercase in proptest::option::of(rule()), lowercase in proptest::option::of(rule()),
+            digits in proptest::option::of(rule()), special in proptest::option::of(rule()),
         ) {
-            let p = WindowsPolicy { min_length, max_length: min_length + extra, uppercase, lowercase, digits, special };
+            let p = WindowsPolicy { min_length, max_length, uppercase, lowercase, digits, special };
             prop_assume!(p.validate().is_ok());
             let policy = PasscodePolicy::Windows(p);
             let passcode = temporary_passcode(&policy).map_err(TestCaseError::fail)?;

@@ -110,11 +110,19 @@ pub struct Verdict {
     pub violations: Vec<Violation>,
     /// What the engine measured.
     pub metrics: Metrics,
+    /// How the platform read the policy where that is not obvious (a fall-back to defaults).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Verdict {
     pub(crate) fn from(violations: Vec<Violation>, metrics: Metrics) -> Self {
-        Self { compliant: violations.is_empty(), violations, metrics }
+        Self { compliant: violations.is_empty(), violations, metrics, notes: Vec::new() }
+    }
+
+    pub(crate) fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// The violations as one admin-readable line.
@@ -143,7 +151,7 @@ mod tests {
                     quality: android::Quality::Complex, min_length, min_uppercase: Some(1), ..AndroidPolicy::default()
                 }),
                 1 => PasscodePolicy::Apple(ApplePolicy { min_length: min_length.min(16), allow_simple: false, min_complex_chars: 1, ..ApplePolicy::default() }),
-                _ => PasscodePolicy::Windows(WindowsPolicy { min_length: min_length.max(4), ..WindowsPolicy::default() }),
+                _ => PasscodePolicy::Windows(WindowsPolicy { min_length: Some(min_length), ..WindowsPolicy::default() }),
             };
             let verdict = policy.check(&candidate);
             prop_assert_eq!(verdict.compliant, verdict.violations.is_empty());

@@ -103,6 +103,7 @@ fn parse_apple(bytes: &[u8]) -> Result<ApplePolicy, ProfileError> {
         }
     };
     let policy = ApplePolicy {
+        force_pin: boolean("forcePIN", false)?,
         min_length: uint("minLength")?,
         require_alphanumeric: boolean("requireAlphanumeric", false)?,
         allow_simple: boolean("allowSimple", true)?,
@@ -121,7 +122,7 @@ fn parse_apple(bytes: &[u8]) -> Result<ApplePolicy, ProfileError> {
     let ranges = [
         ("maxFailedAttempts", policy.max_failed_attempts, 2..=11),
         ("pinHistory", policy.pin_history, 1..=50),
-        ("maxPINAgeInDays", policy.max_pin_age_days, 1..=730),
+        ("maxPINAgeInDays", policy.max_pin_age_days, 0..=730),
     ];
     for (key, value, range) in ranges {
         if payload.contains_key(key) && !range.contains(&value) {
@@ -198,10 +199,14 @@ fn parse_windows(nodes: Vec<(String, Value)>) -> Result<WindowsPolicy, ProfileEr
     let mut policy = WindowsPolicy::default();
     for (name, value) in nodes {
         let int = value.as_i64().ok_or_else(|| field(&name, "expected an integer"))?;
-        let rule = || CharRule::from_csp(int).ok_or_else(|| field(&name, "expected 0, 1 or 2"));
+        let rule = || CharRule::from_csp(int).map(Some).ok_or_else(|| field(&name, "expected 0, 1 or 2"));
+        // A length outside 4..=127 is kept as configured: Windows then falls back to the
+        // defaults for both lengths (see `windows.rs`); only a value that is not a length at all
+        // is an error.
+        let length = || u32::try_from(int).map(Some).map_err(|_| field(&name, "expected a non-negative integer"));
         match name.as_str() {
-            "MinimumPINLength" => policy.min_length = u32::try_from(int).map_err(|_| field(&name, "out of range"))?,
-            "MaximumPINLength" => policy.max_length = u32::try_from(int).map_err(|_| field(&name, "out of range"))?,
+            "MinimumPINLength" => policy.min_length = length()?,
+            "MaximumPINLength" => policy.max_length = length()?,
             "UppercaseLetters" => policy.uppercase = rule()?,
             "LowercaseLetters" => policy.lowercase = rule()?,
             "Digits" => policy.digits = rule()?,
@@ -290,7 +295,7 @@ mod tests {
         let doc = b"./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/MinimumPINLength = 8\n\
                     ./Device/Vendor/MSFT/PassportForWork/tenant/Policies/PINComplexity/LowercaseLetters = 0\n";
         let PasscodePolicy::Windows(w) = parse(doc).expect("parse") else { panic!("dialect") };
-        assert_eq!((w.min_length, w.lowercase, w.digits), (8, CharRule::Allowed, CharRule::Allowed));
+        assert_eq!((w.min_length, w.lowercase, w.digits), (Some(8), Some(CharRule::Allowed), None));
         let bad = b"./Device/Vendor/MSFT/PassportForWork/t/Policies/PINComplexity/Digits = 7\n";
         assert!(matches!(parse(bad), Err(ProfileError::Field { .. })));
     }

@@ -8,9 +8,9 @@
 //! - [`state`]: the persisted state and the user's own actions on the device.
 use std::path::{Path, PathBuf};
 
-use crate::action::{LockRequest, Scope};
+use crate::action::{LockRequest, ResetFlags, Scope};
 use crate::facts::ResetTokenState;
-use crate::port::{DevicePort, EffectId, PortError, PortSnapshot};
+use crate::port::{DevicePort, EffectId, LockReport, PinReport, PortError, PortSnapshot};
 use crate::secret::{Secret, SecretBytes};
 
 pub mod profile;
@@ -26,19 +26,21 @@ pub struct SimPort {
 impl SimPort {
     /// Opens the simulator at `path` (the file must exist: `latchkey sim init`).
     pub fn open(path: &Path) -> Result<Self, PortError> {
-        SimState::load(path).map_err(|e| PortError::Io(e.to_string()))?;
+        SimState::load(path).map_err(PortError::Unavailable)?;
         Ok(Self { path: path.to_owned() })
     }
 
+    /// Loads the state, changes it and writes it back in one atomic replace: the effect and its
+    /// record land together or not at all, so a failed save means nothing happened.
     fn update<T>(&mut self, f: impl FnOnce(&mut SimState) -> Result<T, PortError>) -> Result<T, PortError> {
-        let mut state = SimState::load(&self.path).map_err(|e| PortError::Io(e.to_string()))?;
+        let mut state = SimState::load(&self.path).map_err(PortError::Unavailable)?;
         let value = f(&mut state)?;
-        state.save(&self.path).map_err(|e| PortError::Io(e.to_string()))?;
+        state.save(&self.path).map_err(PortError::Unavailable)?;
         Ok(value)
     }
 
     fn read(&self) -> Result<SimState, PortError> {
-        SimState::load(&self.path).map_err(|e| PortError::Io(e.to_string()))
+        SimState::load(&self.path).map_err(PortError::Unavailable)
     }
 }
 
@@ -47,8 +49,14 @@ impl DevicePort for SimPort {
         Ok(self.read()?.snapshot())
     }
 
-    fn set_credential(&mut self, scope: Scope, passcode: &Secret, effect: EffectId<'_>) -> Result<(), PortError> {
-        self.update(|s| s.set_passcode(scope, passcode, Some(effect)))
+    fn set_credential(
+        &mut self,
+        scope: Scope,
+        passcode: &Secret,
+        flags: ResetFlags,
+        effect: EffectId<'_>,
+    ) -> Result<(), PortError> {
+        self.update(|s| s.set_passcode(scope, passcode, Some((effect, flags))))
     }
 
     fn reset_with_token(
@@ -56,13 +64,14 @@ impl DevicePort for SimPort {
         scope: Scope,
         passcode: &Secret,
         token: &SecretBytes,
+        flags: ResetFlags,
         effect: EffectId<'_>,
     ) -> Result<(), PortError> {
         self.update(|s| {
             if s.reset_token_state() != ResetTokenState::Active || !s.reset_token_matches(token) {
                 return Err(PortError::TokenNotActive);
             }
-            s.set_passcode(scope, passcode, Some(effect))
+            s.set_passcode(scope, passcode, Some((effect, flags)))
         })
     }
 
@@ -70,16 +79,11 @@ impl DevicePort for SimPort {
         self.update(|s| s.clear_passcode(unlock_token, effect))
     }
 
-    fn lock_now(&mut self, request: &LockRequest, effect: EffectId<'_>) -> Result<(), PortError> {
-        self.update(|s| {
-            s.locked = true;
-            s.lock_message = Some(request.message.clone()).filter(|m| !m.is_empty());
-            s.record(effect, "remote_lock");
-            Ok(())
-        })
+    fn lock_now(&mut self, request: &LockRequest, effect: EffectId<'_>) -> Result<LockReport, PortError> {
+        self.update(|s| s.lock(request, effect))
     }
 
-    fn generate_pin(&mut self, effect: EffectId<'_>) -> Result<Secret, PortError> {
+    fn generate_pin(&mut self, effect: EffectId<'_>) -> Result<PinReport, PortError> {
         self.update(|s| s.generate_pin(effect))
     }
 

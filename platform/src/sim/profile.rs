@@ -58,6 +58,8 @@ pub struct InitOptions {
     pub no_passcode_policy: bool,
     /// Windows: the tenant's EnablePinRecovery is off.
     pub pin_recovery_disabled: bool,
+    /// The device starts without a passcode (and work-profile passcode).
+    pub no_passcode: bool,
 }
 
 /// Builds the starting state for a profile.
@@ -115,9 +117,16 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
             true,
             false,
         ),
+        // The delivered payload asks for more than User Enrollment lets it: the device enforces
+        // only forcePIN, allowSimple = false and minLength 6 (see `facts::enforced_policy`).
         "ios-user-enrollment" => (
             facts(P::Ios, "17.4", 0, M::AppleUserEnrollment, "iPhone 14"),
-            Some(PasscodePolicy::Apple(ApplePolicy::default().for_user_enrollment())),
+            Some(PasscodePolicy::Apple(ApplePolicy {
+                min_length: 10,
+                require_alphanumeric: true,
+                min_complex_chars: 2,
+                ..ApplePolicy::default()
+            })),
             None,
             true,
             false,
@@ -136,14 +145,17 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
             f.pin_recovery_enabled = !options.pin_recovery_disabled;
             (
                 f,
-                Some(PasscodePolicy::Windows(WindowsPolicy { min_length: 6, ..WindowsPolicy::default() })),
+                Some(PasscodePolicy::Windows(WindowsPolicy { min_length: Some(6), ..WindowsPolicy::default() })),
                 None,
                 true,
                 false,
             )
         }
         other => {
-            return Err(PortError::Refused(format!("unknown profile {other:?}; known profiles: {}", NAMES.join(", "))))
+            return Err(PortError::Unavailable(format!(
+                "unknown profile {other:?}; known profiles: {}",
+                NAMES.join(", ")
+            )))
         }
     };
     let device_policy = if options.no_passcode_policy { None } else { options.device_policy.clone().or(device_policy) };
@@ -160,11 +172,14 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
         unlock_token,
         locked: false,
         lock_message: None,
+        lock_phone_number: None,
+        lock_pin: None,
         new_passcode_prompt: false,
         notifications: BTreeMap::new(),
         effects: Vec::new(),
     };
     let initial = Secret::from(INITIAL_PASSCODE);
+    let (device_pin, wp_pin) = (device_pin && !options.no_passcode, wp_pin && !options.no_passcode);
     if device_pin {
         state.device_passcode = Some(super::state::hash_for_init(&initial)?);
     }

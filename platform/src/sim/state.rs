@@ -1,14 +1,17 @@
-//! The simulator's persisted state and the rules it enforces.
+//! The simulator's persisted state and the platform rules it enforces. Each rule is the vendor's
+//! (sources in the functions that apply them); the decision tables in `decide/` refuse most
+//! forbidden calls before they reach here, and the simulator refuses them again, as a real OS
+//! would, for callers that skip the tables (a bridge client, a conformance run).
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::Scope;
-use crate::facts::{DeviceFacts, ResetTokenState};
+use crate::action::{LockRequest, ResetFlags, Scope};
+use crate::facts::{enforced_policy, DeviceFacts, ManagementMode, Platform, ResetTokenState};
 use crate::policy::{self, PasscodePolicy};
-use crate::port::{EffectId, PortError};
+use crate::port::{EffectId, LockReport, MessageResult, PinReport, PortError};
 use crate::secret::{Secret, SecretBytes};
 
 /// One applied side effect.
@@ -20,6 +23,9 @@ pub struct Effect {
     pub kind: String,
     /// When, Unix milliseconds.
     pub at_unix_ms: u64,
+    /// Non-secret details (lock message and phone number, reset flags).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 /// A registered reset-password token (stored as a crypt hash, never in clear).
@@ -40,9 +46,10 @@ pub struct SimState {
     pub profile: String,
     /// Static facts.
     pub facts: DeviceFacts,
-    /// Device passcode policy in force.
+    /// Device passcode policy delivered to the device (what it enforces may differ: see
+    /// [`enforced_policy`]).
     pub device_policy: Option<PasscodePolicy>,
-    /// Work-profile passcode policy in force.
+    /// Work-profile passcode policy delivered to the device.
     pub work_profile_policy: Option<PasscodePolicy>,
     /// Device passcode hash.
     pub device_passcode: Option<String>,
@@ -56,6 +63,12 @@ pub struct SimState {
     pub locked: bool,
     /// Lock-screen message.
     pub lock_message: Option<String>,
+    /// Lock-screen phone number.
+    #[serde(default)]
+    pub lock_phone_number: Option<String>,
+    /// macOS: crypt hash of the Find My PIN the Mac is locked with.
+    #[serde(default)]
+    pub lock_pin: Option<String>,
     /// The user has been asked to set a new passcode.
     pub new_passcode_prompt: bool,
     /// Notifications on screen, by id.
@@ -69,8 +82,8 @@ fn now_ms() -> u64 {
 }
 
 fn hash(secret: &str) -> Result<String, PortError> {
-    let params = sha_crypt::Sha512Params::new(5_000).map_err(|_| PortError::Io("crypt params".into()))?;
-    sha_crypt::sha512_simple(secret, &params).map_err(|_| PortError::Io("crypt failed".into()))
+    let params = sha_crypt::Sha512Params::new(5_000).map_err(|_| PortError::Unavailable("crypt params".into()))?;
+    sha_crypt::sha512_simple(secret, &params).map_err(|_| PortError::Unavailable("crypt failed".into()))
 }
 
 fn matches(secret: &str, hashed: &str) -> bool {
@@ -90,8 +103,13 @@ impl SimState {
         crate::atomic::write(path, &bytes, 0o600).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub(crate) fn record(&mut self, effect: EffectId<'_>, kind: &str) {
-        self.effects.push(Effect { command_id: effect.0.to_owned(), kind: kind.to_owned(), at_unix_ms: now_ms() });
+    pub(crate) fn record(&mut self, effect: EffectId<'_>, kind: &str, details: BTreeMap<String, String>) {
+        self.effects.push(Effect {
+            command_id: effect.0.to_owned(),
+            kind: kind.to_owned(),
+            at_unix_ms: now_ms(),
+            details,
+        });
     }
 
     /// The credential the reset token is bound to is present.
@@ -103,6 +121,11 @@ impl SimState {
         }
     }
 
+    /// The device policy the OS enforces (User Enrollment ignores the payload's keys).
+    pub fn enforced_device_policy(&self) -> Option<PasscodePolicy> {
+        enforced_policy(&self.facts, self.device_policy.as_ref())
+    }
+
     /// Facts and credential state, as the port reports them.
     pub fn snapshot(&self) -> crate::port::PortSnapshot {
         crate::port::PortSnapshot {
@@ -110,7 +133,7 @@ impl SimState {
             state: crate::facts::DeviceState {
                 passcode_present: self.device_passcode.is_some(),
                 work_profile_passcode_present: self.work_profile_passcode.is_some(),
-                device_policy: self.device_policy.clone(),
+                device_policy: self.enforced_device_policy(),
                 work_profile_policy: self.work_profile_policy.clone(),
                 reset_token: self.reset_token_state(),
                 locked: self.locked,
@@ -120,9 +143,7 @@ impl SimState {
 
     /// The reset-token state as the device reports it.
     pub fn reset_token_state(&self) -> ResetTokenState {
-        if !matches!(self.facts.platform, crate::facts::Platform::Android | crate::facts::Platform::Aosp)
-            || self.facts.api_level < crate::decide::android::RESET_TOKEN_API
-        {
+        if !self.facts.platform.is_android_family() || self.facts.api_level < crate::decide::android::RESET_TOKEN_API {
             return ResetTokenState::NotApplicable;
         }
         match &self.reset_token {
@@ -154,20 +175,16 @@ impl SimState {
         &mut self,
         scope: Scope,
         passcode: &Secret,
-        effect: Option<EffectId<'_>>,
+        effect: Option<(EffectId<'_>, ResetFlags)>,
     ) -> Result<(), PortError> {
         // The OS applies its own floor: printable ASCII, 4..=16 characters on Android-family
         // devices, the policy in force everywhere.
         let policy = match scope {
-            Scope::Device => self.device_policy.clone(),
+            Scope::Device => self.enforced_device_policy(),
             Scope::WorkProfile => self.work_profile_policy.clone(),
         };
-        let floor = match self.facts.platform {
-            crate::facts::Platform::Android | crate::facts::Platform::Aosp => {
-                Some(PasscodePolicy::Android(policy::AndroidPolicy::default()))
-            }
-            _ => None,
-        };
+        let floor =
+            self.facts.platform.is_android_family().then(|| PasscodePolicy::Android(policy::AndroidPolicy::default()));
         for p in policy.iter().chain(floor.iter()) {
             let verdict = p.check(passcode.expose());
             if !verdict.compliant {
@@ -179,33 +196,103 @@ impl SimState {
             Scope::Device => self.device_passcode = Some(hashed),
             Scope::WorkProfile => self.work_profile_passcode = Some(hashed),
         }
-        if let Some(effect) = effect {
+        if let Some((effect, flags)) = effect {
             let kind = match scope {
                 Scope::Device => "reset_passcode",
                 Scope::WorkProfile => "reset_work_profile_passcode",
             };
-            self.record(effect, kind);
+            let mut details = BTreeMap::new();
+            if flags != ResetFlags::default() {
+                details.insert("flags".to_owned(), format!("{:#x}", flags.bits()));
+            }
+            self.record(effect, kind, details);
         }
         Ok(())
     }
 
     pub(crate) fn clear_passcode(&mut self, unlock_token: &SecretBytes, effect: EffectId<'_>) -> Result<(), PortError> {
+        // Apple `ClearPasscode`: forbidden under User Enrollment, absent on macOS.
+        if self.facts.platform != Platform::Ios || self.facts.mode == ManagementMode::AppleUserEnrollment {
+            return Err(PortError::Refused("ClearPasscode is not available on this device".into()));
+        }
         let device = self.unlock_token.as_deref().and_then(SecretBytes::from_hex).ok_or(PortError::TokenMismatch)?;
         if !device.ct_eq(unlock_token.expose()) {
             return Err(PortError::TokenMismatch);
         }
         self.device_passcode = None;
         self.new_passcode_prompt = self.device_policy.is_some();
-        self.record(effect, "remove_passcode");
+        self.record(effect, "remove_passcode", BTreeMap::new());
         Ok(())
     }
 
-    pub(crate) fn generate_pin(&mut self, effect: EffectId<'_>) -> Result<Secret, PortError> {
+    /// A remote lock, as each platform performs it.
+    pub(crate) fn lock(&mut self, request: &LockRequest, effect: EffectId<'_>) -> Result<LockReport, PortError> {
+        let mut details = BTreeMap::new();
+        for (key, value) in [("message", &request.message), ("phone_number", &request.phone_number)] {
+            if !value.is_empty() {
+                details.insert(key.to_owned(), value.clone());
+            }
+        }
+        let platform = self.facts.platform;
+        match platform {
+            // RemoteLock CSP `Lock`: no PIN set → "the lock request is ignored" (405).
+            Platform::WindowsMobile if self.device_passcode.is_none() => {
+                return Err(PortError::Refused("405 Forbidden: no PIN is set on the device".into()))
+            }
+            Platform::Windows => return Err(PortError::Unsupported("lock a Windows desktop")),
+            // Find My lock: the Mac keeps the first PIN until it is used.
+            Platform::Macos => {
+                let pin = request.pin.as_ref().filter(|p| crate::decide::apple::valid_lock_pin(p.expose()));
+                let Some(pin) = pin else {
+                    return Err(PortError::Refused("a macOS lock needs a six-digit PIN".into()));
+                };
+                if self.lock_pin.is_some() {
+                    return Err(PortError::Refused("the Mac is already locked with an earlier PIN".into()));
+                }
+                self.lock_pin = Some(hash(pin.expose())?);
+            }
+            _ => {}
+        }
+        let credential = if self.facts.mode.is_work_profile() {
+            self.device_passcode.is_some() || self.work_profile_passcode.is_some()
+        } else {
+            self.device_passcode.is_some()
+        };
+        // Android without a credential: "the device's screen will turn off but the device will
+        // not be locked" (Intune). Apple locks either way.
+        if platform.is_android_family() && !credential {
+            self.record(effect, "screen_off", details);
+            return Ok(LockReport { locked: false, message_result: None });
+        }
+        // Apple `DeviceLock` `MessageResult`: a message shows only when a passcode is set.
+        let asked = !request.message.is_empty() || !request.phone_number.is_empty();
+        let message_result = (matches!(platform, Platform::Ios | Platform::Macos) && asked).then(|| {
+            if platform == Platform::Ios && self.device_passcode.is_none() {
+                MessageResult::NoPasscodeSet
+            } else {
+                MessageResult::Success
+            }
+        });
+        self.locked = true;
+        let shows_message = message_result != Some(MessageResult::NoPasscodeSet);
+        self.lock_message = Some(request.message.clone()).filter(|m| shows_message && !m.is_empty());
+        self.lock_phone_number = Some(request.phone_number.clone()).filter(|p| shows_message && !p.is_empty());
+        self.record(effect, "remote_lock", details);
+        Ok(LockReport { locked: true, message_result })
+    }
+
+    /// RemoteLock `LockAndRecoverPIN`: a new PIN from the device's own generator, and a lock.
+    pub(crate) fn generate_pin(&mut self, effect: EffectId<'_>) -> Result<PinReport, PortError> {
+        if self.facts.platform != Platform::WindowsMobile || !self.facts.pin_recovery_enabled {
+            return Err(PortError::Refused("PIN recovery is not available on this device".into()));
+        }
         let policy = self.device_policy.clone().unwrap_or(PasscodePolicy::Windows(policy::WindowsPolicy::default()));
         let pin = policy::generate::temporary_passcode(&policy).map_err(PortError::Refused)?;
         self.device_passcode = Some(hash(pin.expose())?);
-        self.record(effect, "reset_pin");
-        Ok(pin)
+        self.locked = true;
+        self.record(effect, "reset_pin", BTreeMap::new());
+        self.record(effect, "remote_lock", BTreeMap::new());
+        Ok(PinReport { pin, locked: true })
     }
 
     /// The user types their current credential (activates a pending reset token).
@@ -224,6 +311,23 @@ impl SimState {
         Ok(())
     }
 
+    /// The user unlocks the device with its passcode, or a locked Mac with its Find My PIN.
+    /// Returns false (and stays locked) when the secret is wrong.
+    pub fn user_unlock(&mut self, secret: &Secret) -> bool {
+        let unlocks = match (&self.lock_pin, &self.device_passcode) {
+            (Some(pin), _) => matches(secret.expose(), pin),
+            (None, Some(passcode)) => matches(secret.expose(), passcode),
+            (None, None) => true,
+        };
+        if unlocks {
+            self.locked = false;
+            self.lock_pin = None;
+            self.lock_message = None;
+            self.lock_phone_number = None;
+        }
+        unlocks
+    }
+
     /// Whether `passcode` is the current credential for `scope` (for tests and the user CLI).
     pub fn passcode_is(&self, scope: Scope, passcode: &Secret) -> bool {
         let stored = match scope {
@@ -231,6 +335,11 @@ impl SimState {
             Scope::WorkProfile => &self.work_profile_passcode,
         };
         stored.as_deref().is_some_and(|h| matches(passcode.expose(), h))
+    }
+
+    /// How many times a command's effect of `kind` was applied.
+    pub fn effects_of(&self, command_id: &str, kind: &str) -> usize {
+        self.effects.iter().filter(|e| e.command_id == command_id && e.kind == kind).count()
     }
 }
 
