@@ -10,6 +10,7 @@ const SECRET_BEARING: &[&str] = &[
     "latchkey.v1.RemoteLock",
     "latchkey.v1.CommandResult",
     "latchkey.bridge.v1.SetCredentialRequest",
+    "latchkey.bridge.v1.LockRequest",
     "latchkey.bridge.v1.TokenRequest",
     "latchkey.bridge.v1.TokenResponse",
     "latchkey.bridge.v1.GeneratedPinResponse",

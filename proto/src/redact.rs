@@ -107,7 +107,18 @@ impl fmt::Debug for b::TokenResponse {
 
 impl fmt::Debug for b::GeneratedPinResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeneratedPinResponse").field("pin", &secret(&self.pin)).finish()
+        f.debug_struct("GeneratedPinResponse").field("pin", &secret(&self.pin)).field("locked", &self.locked).finish()
+    }
+}
+
+impl fmt::Debug for b::LockRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockRequest")
+            .field("message", &self.message)
+            .field("phone_number", &self.phone_number)
+            .field("command_id", &self.command_id)
+            .field("pin", &secret(&self.pin))
+            .finish()
     }
 }
 
@@ -129,7 +140,8 @@ mod tests {
             format!("{:?}", b::SetCredentialRequest { passcode: canary.into(), ..Default::default() }),
             format!("{:?}", b::TokenRequest { token: canary.into(), ..Default::default() }),
             format!("{:?}", b::TokenResponse { token: canary.into() }),
-            format!("{:?}", b::GeneratedPinResponse { pin: canary.into() }),
+            format!("{:?}", b::GeneratedPinResponse { pin: canary.into(), locked: true }),
+            format!("{:?}", b::LockRequest { pin: canary.into(), ..Default::default() }),
         ];
         for line in rendered {
             assert!(!line.contains(canary), "secret leaked: {line}");
