@@ -1,22 +1,36 @@
-//! Admin operations behind `latchkey-server token|action|devices|actions|passcodes|escrow`.
-//! They work on the database directly and wake the device's push stream — in process when the
-//! server runs here (the demo), through the data directory's admin socket otherwise.
+//! Admin operations behind the CLI: tokens, actions, retirement, escrow import. They work on
+//! storage directly and reach the serving process (to wake or close a device's stream) in
+//! process or through the data directory's admin socket.
+//!
+//! An action is checked before it is queued: the server builds the command exactly as the device
+//! will receive it and asks the platform rules ([`latchkey_platform::decide`]) what the device
+//! would do given what it last reported. A predicted refusal is said at once and nothing is
+//! queued unless the admin insists (`force`); no temporary passcode is ever shown for an action
+//! predicted to fail.
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey_platform::policy::{generate, AndroidPolicy, PasscodePolicy};
-use latchkey_platform::{DeviceFacts, Platform, Secret, SecretBytes};
+use latchkey_platform::policy::{generate, PasscodePolicy};
+use latchkey_platform::request::{self, CommandKind, Request};
+use latchkey_platform::{decide, Decision, ErrorCode, Scope, Secret, SecretBytes, Status};
 use latchkey_proto::v1;
 
-use crate::db::{Db, DbError};
 use crate::hub::Hub;
-use crate::now_ms;
+use crate::records::{DeviceRecord, DeviceStatus, EscrowKind, PasscodeKind};
+use crate::service::{escrow_context, passcode_context, token_hash};
+use crate::store::{NewCommand, Store, StoreError};
+use crate::vault::Vault;
+use crate::{limits, now_ms};
 
 /// Default lifetime of a queued command.
 pub const DEFAULT_COMMAND_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest lifetime of a command or an enrollment token.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Shortest lifetime of a command or an enrollment token.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// How to reach a running server's push streams.
 #[derive(Clone)]
@@ -27,19 +41,46 @@ pub enum Waker {
     Socket(PathBuf),
 }
 
+/// Whether the serving process heard about a new command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Pushed on the device's stream now.
+    Pushed,
+    /// The server knows; the device has no stream and gets it on its next poll or connection.
+    Queued,
+    /// No serving process answered: delivery waits until `serve` runs.
+    ServerDown,
+}
+
 impl Waker {
-    /// Best effort: a device without a stream gets the command on its next poll.
-    pub fn wake(&self, device_id: &str) {
+    fn send(&self, verb: &str, device_id: &str) -> Delivery {
         match self {
             Self::InProcess(hub) => {
-                hub.wake(device_id);
-            }
-            Self::Socket(path) => {
-                if let Ok(mut stream) = UnixStream::connect(path) {
-                    let _ = stream.write_all(format!("{device_id}\n").as_bytes());
+                let reached = if verb == "close" { hub.close(device_id) } else { hub.wake(device_id) };
+                if reached {
+                    Delivery::Pushed
+                } else {
+                    Delivery::Queued
                 }
             }
+            Self::Socket(path) => match UnixStream::connect(path) {
+                Ok(mut stream) => match stream.write_all(format!("{verb} {device_id}\n").as_bytes()) {
+                    Ok(()) => Delivery::Queued,
+                    Err(_) => Delivery::ServerDown,
+                },
+                Err(_) => Delivery::ServerDown,
+            },
         }
+    }
+
+    /// Wakes the device's stream so it picks up new work.
+    pub fn wake(&self, device_id: &str) -> Delivery {
+        self.send("wake", device_id)
+    }
+
+    /// Ends the device's stream.
+    pub fn close(&self, device_id: &str) -> Delivery {
+        self.send("close", device_id)
     }
 }
 
@@ -48,52 +89,35 @@ impl Waker {
 pub enum AdminError {
     /// Storage.
     #[error(transparent)]
-    Db(#[from] DbError),
+    Store(#[from] StoreError),
     /// The request cannot be carried out.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Creates a one-time enrollment token valid for `ttl`.
-pub fn create_token(db: &Db, ttl: Duration) -> Result<Secret, AdminError> {
-    let token = Secret::new(format!("lk1-{}", SecretBytes::random(24).to_hex().expose()));
-    let now = now_ms();
-    db.insert_token(token.expose(), now, now + ttl.as_millis() as i64)?;
-    Ok(token)
-}
-
-/// What the admin asks for.
-#[derive(Clone, Debug)]
-pub enum ActionSpec {
-    /// Reset the device or work-profile passcode to a generated temporary passcode.
-    ResetPasscode {
-        /// Work profile instead of device.
-        work_profile: bool,
-    },
-    /// Remove the passcode with the escrowed unlock token.
-    RemovePasscode,
-    /// Lock now.
-    Lock {
-        /// Lock-screen message.
+    /// The device is predicted to refuse; nothing was queued.
+    #[error("not queued: the device would answer {status} {code}: {message} (it reported this state at its last check-in; --force queues it anyway)")]
+    Predicted {
+        /// Predicted status.
+        status: &'static str,
+        /// Predicted error code.
+        code: &'static str,
+        /// The platform's message.
         message: String,
-        /// Lock-screen phone number.
-        phone: String,
     },
-    /// Windows PIN recovery.
-    ResetPin,
+    /// A sealed secret could not be opened.
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
-impl ActionSpec {
-    /// The name shown in the device-actions view.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ResetPasscode { work_profile: false } => "reset_passcode",
-            Self::ResetPasscode { work_profile: true } => "reset_work_profile_passcode",
-            Self::RemovePasscode => "remove_passcode",
-            Self::Lock { .. } => "remote_lock",
-            Self::ResetPin => "reset_pin",
-        }
+/// Checks a TTL against the bounds.
+pub fn check_ttl(ttl: Duration, what: &str) -> Result<(), AdminError> {
+    if ttl < MIN_TTL || ttl > MAX_TTL {
+        return Err(AdminError::Invalid(format!(
+            "{what} TTL must be between {} and {}",
+            humantime::format_duration(MIN_TTL),
+            humantime::format_duration(MAX_TTL)
+        )));
     }
+    Ok(())
 }
 
 /// A queued action.
@@ -101,87 +125,249 @@ impl ActionSpec {
 pub struct Queued {
     /// Command id.
     pub command_id: String,
-    /// The temporary passcode to give the user, when the server generated one.
+    /// What the admin asked for.
+    pub requested: &'static str,
+    /// What the device was sent.
+    pub action: &'static str,
+    /// The temporary passcode to give the user, when the server generated one and no failure is
+    /// predicted.
     pub temporary_passcode: Option<Secret>,
+    /// The macOS Find My PIN that unlocks the Mac, when one was generated.
+    pub lock_pin: Option<Secret>,
+    /// How the request was mapped, when the command differs from it.
+    pub note: Option<&'static str>,
+    /// The predicted refusal the admin overrode.
+    pub warning: Option<String>,
+    /// Whether the serving process heard about it.
+    pub delivery: Delivery,
 }
 
-/// The policy a temporary passcode must satisfy: the one the device last reported for the scope,
-/// or the platform's floor when none is assigned.
-fn policy_for(db: &Db, device_id: &str, work_profile: bool) -> Result<(DeviceFacts, PasscodePolicy), AdminError> {
-    let (facts_json, state_json) = db.device_facts_state(device_id)?;
-    let facts: DeviceFacts = serde_json::from_str(&facts_json).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    let state: serde_json::Value = state_json.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-    let key = if work_profile { "work_profile_policy" } else { "device_policy" };
-    let reported: Option<PasscodePolicy> = serde_json::from_value(state[key].clone()).ok().flatten();
-    Ok((facts, reported.unwrap_or(PasscodePolicy::Android(AndroidPolicy::default()))))
+/// Options of `action`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActionOptions {
+    /// Lifetime of the command.
+    pub ttl: Duration,
+    /// Queue it even if the device is predicted to refuse.
+    pub force: bool,
 }
 
-/// Queues an action for a device and wakes it.
-pub fn queue_action(
-    db: &Db,
-    waker: &Waker,
-    device_id: &str,
-    spec: &ActionSpec,
-    ttl: Duration,
-) -> Result<Queued, AdminError> {
-    if !db.device_exists(device_id)? {
-        return Err(AdminError::Invalid(format!(
-            "unknown device {device_id}; `latchkey-server devices` lists enrolled devices"
-        )));
+/// The admin side of the server.
+pub struct Admin {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Sealing key.
+    pub vault: Arc<Vault>,
+    /// The serving process.
+    pub waker: Waker,
+}
+
+/// Six CSPRNG digits for a macOS lock.
+fn lock_pin() -> Secret {
+    let mut pin = String::with_capacity(6);
+    for byte in SecretBytes::random(6).expose() {
+        // 256 is not a multiple of 10; the bias this leaves (under 1 %) does not matter for a
+        // PIN Find My rate-limits, and keeps the digits uniform enough.
+        pin.push(char::from(b'0' + byte % 10));
     }
-    let command_id = uuid::Uuid::new_v4().to_string();
-    let now = now_ms();
-    let mut temporary_passcode = None;
-    let action = match spec {
-        ActionSpec::ResetPasscode { work_profile } => {
-            let (facts, policy) = policy_for(db, device_id, *work_profile)?;
-            // Android, AOSP and Linux take an admin-side temporary passcode; other platforms
-            // refuse a reset or generate their own PIN on the device.
-            let passcode = if matches!(facts.platform, Platform::Android | Platform::Aosp | Platform::Linux) {
-                let p = generate::temporary_passcode(&policy).map_err(AdminError::Invalid)?;
-                db.insert_passcode(&command_id, device_id, p.expose(), now)?;
-                let text = p.expose().to_owned();
-                temporary_passcode = Some(p);
-                text
-            } else {
-                String::new()
-            };
-            let scope = if *work_profile { v1::ResetScope::WorkProfile } else { v1::ResetScope::Device };
-            v1::command::Action::ResetPasscode(v1::ResetPasscode {
-                scope: scope as i32,
-                new_passcode: passcode,
-                flags: 0,
+    Secret::new(pin)
+}
+
+impl Admin {
+    /// Creates a one-time enrollment token valid for `ttl`.
+    pub async fn create_token(&self, ttl: Duration) -> Result<Secret, AdminError> {
+        check_ttl(ttl, "token")?;
+        let token = Secret::new(format!("lk1-{}", SecretBytes::random(24).to_hex().expose()));
+        let now = now_ms();
+        let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.store.insert_token(&token_hash(token.expose()), now, expires).await?;
+        Ok(token)
+    }
+
+    /// Queues what the admin asks of a device and wakes it.
+    pub async fn queue_action(
+        &self,
+        device_id: &str,
+        request: &Request,
+        options: ActionOptions,
+    ) -> Result<Queued, AdminError> {
+        check_ttl(options.ttl, "action")?;
+        if let Request::Lock { message, phone } = request {
+            if message.len() > limits::MESSAGE || phone.len() > limits::SHORT_TEXT {
+                return Err(AdminError::Invalid("the lock-screen message or phone number is too long".into()));
+            }
+        }
+        let device = match self.store.device(device_id).await {
+            Ok(d) => d,
+            Err(StoreError::UnknownDevice(_)) => {
+                return Err(AdminError::Invalid(format!(
+                    "unknown device {device_id}; `latchkey-server devices` lists enrolled devices"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if matches!(device.status, DeviceStatus::Retired | DeviceStatus::Unenrolled) {
+            return Err(AdminError::Invalid(format!(
+                "device {device_id} is {}; it is no longer managed",
+                device.status.as_str()
+            )));
+        }
+        let reported = device.reported.clone().ok_or_else(|| {
+            AdminError::Invalid(format!("device {device_id} has reported nothing yet; wait for its first check-in"))
+        })?;
+        let plan = request::plan(&reported.facts, request);
+        let command_id = uuid::Uuid::new_v4().to_string();
+        let (action, secret) = self.build(&device, &plan, request).await?;
+        let warning = match predict(&device, &action) {
+            None => None,
+            Some((status, code, message)) if !options.force => {
+                return Err(AdminError::Predicted { status, code, message });
+            }
+            Some((status, code, message)) => Some(format!("predicted {status} {code}: {message}")),
+        };
+        let now = now_ms();
+        let command = v1::Command {
+            command_id: command_id.clone(),
+            device_id: device_id.to_owned(),
+            issued_at_unix_ms: now,
+            expires_at_unix_ms: now + i64::try_from(options.ttl.as_millis()).unwrap_or(i64::MAX),
+            action: Some(action),
+        };
+        let passcode = secret
+            .as_ref()
+            .map(|(kind, value)| (*kind, self.vault.seal(value.expose().as_bytes(), &passcode_context(&command_id))));
+        self.store
+            .queue(NewCommand {
+                command,
+                requested: request.name().to_owned(),
+                action: plan.kind.name().to_owned(),
+                warning: warning.clone().unwrap_or_default(),
+                passcode,
             })
+            .await?;
+        tracing::info!(device_id = %device_id, command_id = %command_id, action = plan.kind.name(), "action queued");
+        let delivery = self.waker.wake(device_id);
+        let (temporary_passcode, lock_pin) = match secret {
+            // Never show a passcode for an action predicted to fail: `passcodes` shows it once
+            // the action succeeds.
+            Some((PasscodeKind::Temporary, value)) if warning.is_none() => (Some(value), None),
+            Some((PasscodeKind::LockPin, value)) => (None, Some(value)),
+            _ => (None, None),
+        };
+        Ok(Queued {
+            command_id,
+            requested: request.name(),
+            action: plan.kind.name(),
+            temporary_passcode,
+            lock_pin,
+            note: plan.note,
+            warning,
+            delivery,
+        })
+    }
+
+    /// The command's action, with its secrets, as the device will receive it.
+    async fn build(
+        &self,
+        device: &DeviceRecord,
+        plan: &request::CommandPlan,
+        request: &Request,
+    ) -> Result<(v1::command::Action, Option<(PasscodeKind, Secret)>), AdminError> {
+        let state = device.reported.as_ref().map(|r| &r.state);
+        Ok(match plan.kind {
+            CommandKind::ResetPasscode(scope) => {
+                let flags = match request {
+                    Request::ResetPasscode { flags, .. } => flags.bits(),
+                    _ => 0,
+                };
+                let temporary = if plan.temporary_passcode {
+                    let reported = state.and_then(|s| match scope {
+                        Scope::Device => s.device_policy.clone(),
+                        Scope::WorkProfile => s.work_profile_policy.clone(),
+                    });
+                    // With no policy reported, the platform's own floor (Android: 4..=16 printable).
+                    let policy = reported.unwrap_or(PasscodePolicy::Android(Default::default()));
+                    Some(generate::temporary_passcode(&policy).map_err(AdminError::Invalid)?)
+                } else {
+                    None
+                };
+                let wire_scope = match scope {
+                    Scope::Device => v1::ResetScope::Device,
+                    Scope::WorkProfile => v1::ResetScope::WorkProfile,
+                };
+                let action = v1::command::Action::ResetPasscode(v1::ResetPasscode {
+                    scope: wire_scope as i32,
+                    new_passcode: temporary.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default(),
+                    flags,
+                });
+                (action, temporary.map(|p| (PasscodeKind::Temporary, p)))
+            }
+            CommandKind::RemovePasscode => {
+                let sealed = self.store.escrow(&device.device_id, EscrowKind::Unlock).await?;
+                let token = match sealed {
+                    Some(sealed) => {
+                        self.vault.open(&sealed, &escrow_context(&device.device_id, EscrowKind::Unlock))?.to_vec()
+                    }
+                    None => Vec::new(),
+                };
+                (v1::command::Action::RemovePasscode(v1::RemovePasscode { unlock_token: token }), None)
+            }
+            CommandKind::RemoteLock => {
+                let (message, phone) = match request {
+                    Request::Lock { message, phone } => (message.clone(), phone.clone()),
+                    _ => (String::new(), String::new()),
+                };
+                let pin = plan.lock_pin.then(lock_pin);
+                let action = v1::command::Action::RemoteLock(v1::RemoteLock {
+                    message,
+                    phone_number: phone,
+                    pin: pin.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default(),
+                });
+                (action, pin.map(|p| (PasscodeKind::LockPin, p)))
+            }
+            CommandKind::ResetPin => (v1::command::Action::ResetPin(v1::ResetPin {}), None),
+        })
+    }
+
+    /// Ends management of a device: its certificate is refused, its queue cancelled, its
+    /// escrow and passcodes deleted, its stream closed.
+    pub async fn retire(&self, device_id: &str) -> Result<(u64, Delivery), AdminError> {
+        let cancelled = self.store.end_management(device_id, DeviceStatus::Retired, now_ms()).await?;
+        Ok((cancelled, self.waker.close(device_id)))
+    }
+
+    /// Replaces the escrowed unlock token (migration from another MDM, or recovery).
+    pub async fn import_unlock_token(&self, device_id: &str, token: &SecretBytes) -> Result<(), AdminError> {
+        if token.expose().len() < EscrowKind::Unlock.min_len() || token.expose().len() > limits::TOKEN {
+            return Err(AdminError::Invalid("unlock token must be 16..=1024 bytes".into()));
         }
-        ActionSpec::RemovePasscode => {
-            let token = db.unlock_token(device_id)?.and_then(|hex| SecretBytes::from_hex(&hex)).unwrap_or_default();
-            v1::command::Action::RemovePasscode(v1::RemovePasscode { unlock_token: token.expose().to_vec() })
-        }
-        ActionSpec::Lock { message, phone } => v1::command::Action::RemoteLock(v1::RemoteLock {
-            message: message.clone(),
-            phone_number: phone.clone(),
-            pin: String::new(),
-        }),
-        ActionSpec::ResetPin => v1::command::Action::ResetPin(v1::ResetPin {}),
-    };
-    let command = v1::Command {
-        command_id: command_id.clone(),
-        device_id: device_id.to_owned(),
-        issued_at_unix_ms: now,
-        expires_at_unix_ms: now + ttl.as_millis() as i64,
-        action: Some(action),
-    };
-    db.queue(&command, spec.name())?;
-    tracing::info!(device_id = %device_id, command_id = %command_id, action = spec.name(), "action queued");
-    waker.wake(device_id);
-    Ok(Queued { command_id, temporary_passcode })
+        let sealed = self.vault.seal(token.expose(), &escrow_context(device_id, EscrowKind::Unlock));
+        self.store.set_escrow(device_id, EscrowKind::Unlock, sealed, now_ms()).await?;
+        Ok(())
+    }
 }
 
-/// Replaces the escrowed unlock token (migration from another MDM, or recovery).
-pub fn import_unlock_token(db: &Db, device_id: &str, token: &SecretBytes) -> Result<(), AdminError> {
-    if token.expose().len() < 16 {
-        return Err(AdminError::Invalid("unlock token must be at least 16 bytes".into()));
+/// What the device would answer, from the state it last reported; `None` when it would act.
+fn predict(device: &DeviceRecord, action: &v1::command::Action) -> Option<(&'static str, &'static str, String)> {
+    if device.last_checkin == 0 {
+        return None;
     }
-    db.set_unlock_token(device_id, token.to_hex().expose())?;
-    Ok(())
+    let snapshot = device.snapshot()?;
+    let command = v1::Command {
+        command_id: String::new(),
+        device_id: device.device_id.clone(),
+        issued_at_unix_ms: 1,
+        expires_at_unix_ms: i64::MAX,
+        action: Some(action.clone()),
+    };
+    let platform_action = latchkey_proto::convert::action_from_wire(&command).ok()?;
+    match decide(&snapshot, &platform_action) {
+        Decision::Apply(_) => None,
+        Decision::Refuse(outcome) => {
+            let code = outcome.code.unwrap_or(ErrorCode::PlatformError);
+            if outcome.status == Status::Succeeded {
+                return None;
+            }
+            Some((outcome.status.as_str(), code.as_str(), outcome.message))
+        }
+    }
 }

@@ -1,16 +1,27 @@
-//! Which devices hold a push stream right now, and a way to wake their stream task when work
-//! is queued for them. A wake for a device with no stream is dropped: it will poll or
-//! resubscribe, and both read the queue.
+//! Which devices hold a push stream right now, a way to wake their stream task when work is
+//! queued for them, and the heartbeats seen since the last flush to storage (last-seen times
+//! are written in batches, not once per heartbeat). A wake for a device with no stream is
+//! dropped: it will poll or resubscribe, and both read the queue.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One device's live stream, as the hub holds it.
+struct Stream {
+    generation: u64,
+    notify: Arc<Notify>,
+    closed: CancellationToken,
+}
 
 /// The registry of live streams.
 #[derive(Default)]
 pub struct Hub {
-    streams: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
-    next_generation: std::sync::atomic::AtomicU64,
+    streams: Mutex<HashMap<String, Stream>>,
+    next_generation: AtomicU64,
+    seen: Mutex<HashMap<String, i64>>,
 }
 
 /// A registration; unregisters only itself (a newer stream for the same device survives).
@@ -20,30 +31,55 @@ pub struct Registration {
     generation: u64,
     /// Fires when work is queued for the device.
     pub notify: Arc<Notify>,
+    /// Fires when the stream must end (the device was retired).
+    pub closed: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
     /// Registers a new stream for a device, replacing an older one.
     pub fn register(&self, device_id: &str) -> Registration {
-        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
-        self.lock().insert(device_id.to_owned(), (generation, notify.clone()));
-        Registration { device_id: device_id.to_owned(), generation, notify }
+        let closed = CancellationToken::new();
+        let stream = Stream { generation, notify: notify.clone(), closed: closed.clone() };
+        let old = lock(&self.streams).insert(device_id.to_owned(), stream);
+        // A device has one stream: a reconnect replaces (and ends) the one it left behind.
+        if let Some(old) = old {
+            old.closed.cancel();
+        }
+        Registration { device_id: device_id.to_owned(), generation, notify, closed }
     }
 
-    /// Removes a registration if it is still the current one.
-    pub fn unregister(&self, registration: &Registration) {
-        let mut streams = self.lock();
-        if streams.get(&registration.device_id).is_some_and(|(g, _)| *g == registration.generation) {
+    /// Removes a registration if it is still the current one; true when it was.
+    pub fn unregister(&self, registration: &Registration) -> bool {
+        let mut streams = lock(&self.streams);
+        if streams.get(&registration.device_id).is_some_and(|s| s.generation == registration.generation) {
             streams.remove(&registration.device_id);
+            return true;
         }
+        false
     }
 
     /// Wakes the device's stream task; returns whether the device has a stream.
     pub fn wake(&self, device_id: &str) -> bool {
-        match self.lock().get(device_id) {
-            Some((_, notify)) => {
-                notify.notify_one();
+        match lock(&self.streams).get(device_id) {
+            Some(stream) => {
+                stream.notify.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the device's stream (it was retired); returns whether it had one.
+    pub fn close(&self, device_id: &str) -> bool {
+        match lock(&self.streams).get(device_id) {
+            Some(stream) => {
+                stream.closed.cancel();
                 true
             }
             None => false,
@@ -52,10 +88,18 @@ impl Hub {
 
     /// Number of live streams.
     pub fn connected(&self) -> usize {
-        self.lock().len()
+        lock(&self.streams).len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<Notify>)>> {
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    /// Records a sign of life.
+    pub fn saw(&self, device_id: &str, at: i64) {
+        let mut seen = lock(&self.seen);
+        let entry = seen.entry(device_id.to_owned()).or_insert(at);
+        *entry = (*entry).max(at);
+    }
+
+    /// The signs of life since the last call.
+    pub fn take_seen(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *lock(&self.seen)).into_iter().collect()
     }
 }

@@ -1,5 +1,7 @@
-//! `latchkey.v1.DeviceService`: every RPC but `Enroll` demands a client certificate issued by
-//! the enrollment CA (verified by rustls) whose common name is an enrolled device.
+//! `latchkey.v1.DeviceService`. Every RPC but `Enroll` demands a client certificate issued by
+//! the enrollment CA (verified by rustls) that is the device's current one: the server looks
+//! the certificate up by its SHA-256, so a certificate replaced by a renewal, or one of a
+//! retired device, is refused although it still chains to the CA and has not expired.
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,157 +16,216 @@ use tonic::{Request, Response, Status, Streaming};
 use latchkey_proto::convert;
 use latchkey_proto::v1::{self, device_service_server::DeviceService};
 
-use crate::ca::{common_name, Authority};
-use crate::db::{Db, DbError, NewDevice};
+use crate::ca::{cert_info, Authority};
 use crate::hub::Hub;
-use crate::now_ms;
+use crate::metrics::Metrics;
+use crate::records::{DeviceStatus, EscrowKind, NewDevice, ReportOutcome, Reported};
+use crate::store::{NewResult, RetryPolicy, Store, StoreError};
+use crate::vault::Vault;
+use crate::{limits, now_ms};
 
 /// The service's shared state.
 pub struct Service {
-    /// Database.
-    pub db: Arc<Db>,
+    /// Storage.
+    pub store: Arc<dyn Store>,
     /// CA.
     pub authority: Arc<Authority>,
+    /// Sealing key for secrets at rest.
+    pub vault: Arc<Vault>,
     /// Live streams.
     pub hub: Arc<Hub>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
     /// Heartbeat interval on push streams.
     pub heartbeat: Duration,
+    /// How `not_now` answers are retried.
+    pub retry: RetryPolicy,
     /// Process shutdown.
     pub shutdown: CancellationToken,
 }
 
-fn internal(e: DbError) -> Status {
-    match e {
-        DbError::TokenUnknown | DbError::TokenUsed | DbError::TokenExpired => Status::permission_denied(e.to_string()),
-        DbError::UnknownDevice(_) | DbError::UnknownCommand(_) => Status::not_found(e.to_string()),
-        DbError::WrongDevice(_) => Status::permission_denied(e.to_string()),
-        DbError::Sql(_) | DbError::Corrupt(_) => {
-            tracing::error!(error = %e, "database failure");
-            Status::internal("server storage failure")
-        }
-    }
+/// The metadata key that says a refused device is no longer managed (`retired`, `unenrolled`).
+pub const DEVICE_STATUS_HEADER: &str = "latchkey-device-status";
+
+/// SHA-256 of an enrollment token: the database never holds a usable token.
+pub fn token_hash(token: &str) -> String {
+    latchkey_common::hex::encode_public(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+}
+
+/// Where an escrowed token is sealed to.
+pub fn escrow_context(device_id: &str, kind: EscrowKind) -> String {
+    format!("escrow:{}:{device_id}", kind.as_str())
+}
+
+/// Where a passcode or PIN is sealed to.
+pub fn passcode_context(command_id: &str) -> String {
+    format!("passcode:{command_id}")
 }
 
 impl Service {
+    /// Maps a storage error to a gRPC status without leaking internals.
+    fn status(&self, e: StoreError) -> Status {
+        match e {
+            StoreError::TokenUnknown | StoreError::TokenUsed | StoreError::TokenExpired => {
+                Status::permission_denied(e.to_string())
+            }
+            StoreError::UnknownDevice(_) | StoreError::UnknownCommand(_) => Status::not_found(e.to_string()),
+            StoreError::WrongDevice(_) | StoreError::NotActive(..) => Status::permission_denied(e.to_string()),
+            StoreError::Busy => {
+                self.metrics.storage_errors.inc();
+                tracing::warn!(error = %e, "storage busy");
+                Status::unavailable("server storage is busy; retry")
+            }
+            StoreError::Failure(_) | StoreError::Corrupt(_) => {
+                self.metrics.storage_errors.inc();
+                tracing::error!(error = %e, "storage failure");
+                Status::internal("server storage failure")
+            }
+        }
+    }
+
     /// The enrolled device behind this request's client certificate.
-    fn device_of<T>(&self, request: &Request<T>) -> Result<String, Status> {
+    async fn device_of<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let certs = request
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs())
             .ok_or_else(|| Status::unauthenticated("a client certificate issued at enrollment is required"))?;
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let device_id =
-            common_name(leaf).ok_or_else(|| Status::unauthenticated("client certificate has no common name"))?;
-        if !self.db.device_exists(&device_id).map_err(internal)? {
-            return Err(Status::permission_denied("certificate is for a device that is not enrolled"));
-        }
-        Ok(device_id)
-    }
-}
-
-/// Which token an escrow call stores.
-#[derive(Clone, Copy)]
-enum Escrowed {
-    Unlock,
-    Reset,
-}
-
-impl Service {
-    fn escrow(&self, device_id: &str, which: Escrowed, token: Vec<u8>) -> Result<Response<v1::EscrowAck>, Status> {
-        let token = latchkey_platform::SecretBytes::new(token);
-        let (name, min_len) = match which {
-            Escrowed::Unlock => ("unlock", 16),
-            Escrowed::Reset => ("reset", 32),
+        let info = cert_info(leaf).ok_or_else(|| Status::unauthenticated("client certificate does not parse"))?;
+        let found = self.store.device_by_cert(&info.sha256).await.map_err(|e| self.status(e))?;
+        let Some(found) = found else {
+            return Err(Status::unauthenticated(
+                "this certificate is not the device's current one (it was replaced by a renewal, or the device is unknown); re-enroll the device",
+            ));
         };
-        if token.expose().len() < min_len {
-            return Err(Status::invalid_argument(format!("{name} token must be at least {min_len} bytes")));
+        let unmanaged = |status: DeviceStatus, message: &str| {
+            let mut refusal = Status::permission_denied(message);
+            refusal
+                .metadata_mut()
+                .insert(DEVICE_STATUS_HEADER, tonic::metadata::MetadataValue::from_static(status.as_str()));
+            refusal
+        };
+        match found.status {
+            DeviceStatus::Active | DeviceStatus::Enrolling => {}
+            DeviceStatus::Retired => {
+                return Err(unmanaged(
+                    DeviceStatus::Retired,
+                    "this device was retired by an administrator; it is no longer managed",
+                ))
+            }
+            DeviceStatus::Unenrolled => {
+                return Err(unmanaged(DeviceStatus::Unenrolled, "this device unenrolled; it is no longer managed"))
+            }
         }
-        let hex = token.to_hex();
-        match which {
-            Escrowed::Unlock => self.db.set_unlock_token(device_id, hex.expose()),
-            Escrowed::Reset => self.db.set_reset_token(device_id, hex.expose()),
+        if found.renewed {
+            // First use of a renewed certificate: from now on it is the only one accepted.
+            self.store.promote_renewed_cert(&found.device_id, &info.sha256).await.map_err(|e| self.status(e))?;
+            tracing::info!(device_id = %found.device_id, "renewed certificate in use; the previous one is refused from now on");
         }
-        .map_err(internal)?;
-        tracing::info!(device_id = %device_id, token = name, "token escrowed");
+        self.hub.saw(&found.device_id, now_ms());
+        Ok(found.device_id)
+    }
+
+    async fn escrow(
+        &self,
+        device_id: &str,
+        kind: EscrowKind,
+        token: Vec<u8>,
+    ) -> Result<Response<v1::EscrowAck>, Status> {
+        let token = latchkey_platform::SecretBytes::new(token);
+        let len = token.expose().len();
+        if len < kind.min_len() || len > limits::TOKEN {
+            return Err(Status::invalid_argument(format!(
+                "{} token must be {}..={} bytes",
+                kind.as_str(),
+                kind.min_len(),
+                limits::TOKEN
+            )));
+        }
+        let sealed = self.vault.seal(token.expose(), &escrow_context(device_id, kind));
+        self.store.set_escrow(device_id, kind, sealed, now_ms()).await.map_err(|e| self.status(e))?;
+        tracing::info!(device_id = %device_id, token = kind.as_str(), "token escrowed");
         Ok(Response::new(v1::EscrowAck {}))
     }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ServerEvent, Status>> + Send>>;
 
+/// The longest heartbeat period a device may announce (longer ones are clamped).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
 #[tonic::async_trait]
 impl DeviceService for Service {
     async fn enroll(&self, request: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollResponse>, Status> {
         let req = request.into_inner();
-        if req.enrollment_token.is_empty() {
-            return Err(Status::invalid_argument("enrollment_token is required"));
+        if req.enrollment_token.is_empty() || req.enrollment_token.len() > limits::IDENT * 2 {
+            return Err(Status::invalid_argument("enrollment_token is missing or malformed"));
         }
         let facts_wire = req.device_facts.ok_or_else(|| Status::invalid_argument("device_facts is required"))?;
+        limits::facts(&facts_wire).map_err(|e| Status::invalid_argument(format!("device_facts: {e}")))?;
         let facts = convert::facts_from_wire(&facts_wire)
             .map_err(|e| Status::invalid_argument(format!("device_facts: {e}")))?;
+        let hash = token_hash(&req.enrollment_token);
         // Token first (read-only), so only a token holder makes the server sign anything; it is
-        // consumed below, atomically with recording the device.
-        self.db.check_token(&req.enrollment_token, now_ms()).map_err(internal)?;
+        // reserved below and spent on the device's first authenticated call.
+        self.store.check_token(&hash, now_ms()).await.map_err(|e| self.status(e))?;
         let device_id = uuid::Uuid::new_v4().to_string();
-        let cert_pem = self.authority.sign_device_csr(&req.csr_der, &device_id).map_err(Status::invalid_argument)?;
-        let row = NewDevice::from_facts(device_id.clone(), &facts, &facts_wire.hostname);
-        let facts_json = serde_json::to_string(&facts).map_err(|e| Status::internal(e.to_string()))?;
-        self.db.enroll(&req.enrollment_token, now_ms(), &row, &facts_json).map_err(internal)?;
-        tracing::info!(device_id = %device_id, platform = %row.platform, mode = %row.mode, "device enrolled");
+        let cert = self.authority.sign_device_csr(&req.csr_der, &device_id).map_err(Status::invalid_argument)?;
+        let device =
+            NewDevice { device_id: device_id.clone(), facts, hostname: facts_wire.hostname.clone(), cert: cert.info };
+        self.store.enroll(&hash, now_ms(), device).await.map_err(|e| self.status(e))?;
+        self.metrics.enrollments.inc();
+        tracing::info!(device_id = %device_id, platform = facts_wire.platform().as_str_name(), "device enrolled");
         Ok(Response::new(v1::EnrollResponse {
             device_id,
-            cert_chain_pem: cert_pem,
+            cert_chain_pem: cert.pem,
             server_ca_pem: self.authority.ca_pem.clone(),
         }))
     }
 
     async fn check_in(&self, request: Request<v1::DeviceState>) -> Result<Response<v1::CheckInAck>, Status> {
-        let device_id = self.device_of(&request)?;
+        let device_id = self.device_of(&request).await?;
         let state = request.into_inner();
-        let facts_json = match &state.facts {
-            Some(f) => {
-                let facts = convert::facts_from_wire(f).map_err(|e| Status::invalid_argument(format!("facts: {e}")))?;
-                Some(serde_json::to_string(&facts).map_err(|e| Status::internal(e.to_string()))?)
-            }
-            None => None,
+        let facts_wire = state.facts.as_ref().ok_or_else(|| Status::invalid_argument("facts is required"))?;
+        limits::facts(facts_wire).map_err(|e| Status::invalid_argument(format!("facts: {e}")))?;
+        if state.agent_version.len() > limits::SHORT_TEXT {
+            return Err(Status::invalid_argument("agent_version is too long"));
+        }
+        let facts =
+            convert::facts_from_wire(facts_wire).map_err(|e| Status::invalid_argument(format!("facts: {e}")))?;
+        let policy = |p: Option<&v1::PasscodePolicy>, name: &str| match p {
+            Some(p) => convert::policy_from_wire(p).map_err(|e| Status::invalid_argument(format!("{name}: {e}"))),
+            None => Ok(None),
         };
-        let device_policy = match &state.device_policy {
-            Some(p) => {
-                convert::policy_from_wire(p).map_err(|e| Status::invalid_argument(format!("device_policy: {e}")))?
-            }
-            None => None,
+        let reported = Reported {
+            facts,
+            state: latchkey_platform::DeviceState {
+                passcode_present: state.passcode_present,
+                work_profile_passcode_present: state.work_profile_passcode_present,
+                device_policy: policy(state.device_policy.as_ref(), "device_policy")?,
+                work_profile_policy: policy(state.work_profile_policy.as_ref(), "work_profile_policy")?,
+                reset_token: convert::reset_token_from_wire(state.reset_token_state)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                locked: state.locked,
+            },
+            hostname: facts_wire.hostname.clone(),
+            agent_version: state.agent_version.clone(),
         };
-        let wp_policy = match &state.work_profile_policy {
-            Some(p) => convert::policy_from_wire(p)
-                .map_err(|e| Status::invalid_argument(format!("work_profile_policy: {e}")))?,
-            None => None,
-        };
-        let token = convert::reset_token_from_wire(state.reset_token_state);
-        let state_json = serde_json::json!({
-            "passcode_present": state.passcode_present,
-            "work_profile_passcode_present": state.work_profile_passcode_present,
-            "device_policy": device_policy,
-            "work_profile_policy": wp_policy,
-            "reset_token": token,
-            "locked": state.locked,
-            "agent_version": state.agent_version,
-        });
-        self.db
-            .check_in(&device_id, now_ms(), facts_json.as_deref(), &state_json.to_string(), token.as_str())
-            .map_err(internal)?;
+        let token = reported.state.reset_token;
+        self.store.check_in(&device_id, now_ms(), reported).await.map_err(|e| self.status(e))?;
         tracing::debug!(device_id = %device_id, reset_token = token.as_str(), "check-in");
         Ok(Response::new(v1::CheckInAck { server_time_unix_ms: now_ms() }))
     }
 
     async fn escrow_unlock_token(&self, request: Request<v1::UnlockToken>) -> Result<Response<v1::EscrowAck>, Status> {
-        let device_id = self.device_of(&request)?;
-        self.escrow(&device_id, Escrowed::Unlock, request.into_inner().token)
+        let device_id = self.device_of(&request).await?;
+        self.escrow(&device_id, EscrowKind::Unlock, request.into_inner().token).await
     }
 
     async fn escrow_reset_token(&self, request: Request<v1::ResetToken>) -> Result<Response<v1::EscrowAck>, Status> {
-        let device_id = self.device_of(&request)?;
-        self.escrow(&device_id, Escrowed::Reset, request.into_inner().token)
+        let device_id = self.device_of(&request).await?;
+        self.escrow(&device_id, EscrowKind::Reset, request.into_inner().token).await
     }
 
     type SubscribeStream = EventStream;
@@ -173,105 +234,207 @@ impl DeviceService for Service {
         &self,
         request: Request<Streaming<v1::AgentEvent>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let device_id = self.device_of(&request)?;
-        let mut inbound = request.into_inner();
+        let device_id = self.device_of(&request).await?;
+        let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<v1::ServerEvent, Status>>(32);
         let registration = self.hub.register(&device_id);
-        let (db, hub, heartbeat, shutdown) = (self.db.clone(), self.hub.clone(), self.heartbeat, self.shutdown.clone());
+        if let Err(e) = self.store.set_online(&device_id, true, now_ms()).await {
+            tracing::warn!(device_id = %device_id, error = %e, "recording the stream");
+        }
+        self.metrics.streams.inc();
         tracing::info!(device_id = %device_id, "push stream opened");
-        tokio::spawn(async move {
-            let mut delivered = HashSet::new();
-            let mut ticker = tokio::time::interval(heartbeat);
-            let mut last_seen = tokio::time::Instant::now();
+        let stream = PushStream {
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+            heartbeat: self.heartbeat,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(stream.run(registration, inbound, tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn poll(&self, request: Request<v1::PollRequest>) -> Result<Response<v1::PollResponse>, Status> {
+        let device_id = self.device_of(&request).await?;
+        let now = now_ms();
+        let commands = self.store.deliverable(&device_id, now).await.map_err(|e| self.status(e))?;
+        let ids: Vec<String> = commands.iter().map(|c| c.command_id.clone()).collect();
+        let n_commands = ids.len();
+        self.store.mark_sent(ids, now).await.map_err(|e| self.status(e))?;
+        tracing::debug!(device_id = %device_id, n_commands, "poll");
+        Ok(Response::new(v1::PollResponse { commands }))
+    }
+
+    async fn report(&self, request: Request<v1::CommandResult>) -> Result<Response<v1::ReportAck>, Status> {
+        let device_id = self.device_of(&request).await?;
+        let mut result = request.into_inner();
+        if result.command_id.is_empty() {
+            return Err(Status::invalid_argument("command_id is required"));
+        }
+        limits::result(&result).map_err(Status::invalid_argument)?;
+        let status = convert::status_from_wire(result.status).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let generated_pin = (!result.generated_pin.is_empty())
+            .then(|| self.vault.seal(result.generated_pin.as_bytes(), &passcode_context(&result.command_id)));
+        zeroize::Zeroize::zeroize(&mut result.generated_pin);
+        let error_code = result.error_code.clone();
+        let new = NewResult {
+            command_id: result.command_id.clone(),
+            status,
+            error_code: result.error_code,
+            message: result.message,
+            outputs: result.outputs.into_iter().collect(),
+            finished_at: result.finished_at_unix_ms,
+            generated_pin,
+        };
+        let now = now_ms();
+        let outcome = self.store.record_result(&device_id, new, now, self.retry).await.map_err(|e| self.status(e))?;
+        let duplicate = outcome == ReportOutcome::Duplicate;
+        match outcome {
+            ReportOutcome::Recorded(issued_at) => {
+                self.metrics.report_latency.observe((now - issued_at).max(0) as f64 / 1000.0);
+                tracing::info!(device_id = %device_id, command_id = %result.command_id, status = status.as_str(), error_code = %error_code, "result reported");
+            }
+            ReportOutcome::Requeued(after) => {
+                tracing::info!(device_id = %device_id, command_id = %result.command_id, retry_at = after, "device answered not_now; delivering it again later");
+            }
+            ReportOutcome::Duplicate => {
+                tracing::debug!(device_id = %device_id, command_id = %result.command_id, "result re-sent; already recorded");
+            }
+        }
+        Ok(Response::new(v1::ReportAck { duplicate }))
+    }
+
+    async fn renew_identity(&self, request: Request<v1::RenewRequest>) -> Result<Response<v1::RenewResponse>, Status> {
+        let device_id = self.device_of(&request).await?;
+        let cert = self
+            .authority
+            .sign_device_csr(&request.into_inner().csr_der, &device_id)
+            .map_err(Status::invalid_argument)?;
+        self.store.set_renewed_cert(&device_id, cert.info).await.map_err(|e| self.status(e))?;
+        tracing::info!(device_id = %device_id, "identity renewed; the current certificate stays valid until the new one is used");
+        Ok(Response::new(v1::RenewResponse { cert_chain_pem: cert.pem }))
+    }
+
+    async fn unenroll(&self, request: Request<v1::UnenrollRequest>) -> Result<Response<v1::UnenrollAck>, Status> {
+        let device_id = self.device_of(&request).await?;
+        let cancelled = self
+            .store
+            .end_management(&device_id, DeviceStatus::Unenrolled, now_ms())
+            .await
+            .map_err(|e| self.status(e))?;
+        self.hub.wake(&device_id);
+        tracing::info!(device_id = %device_id, cancelled, "device unenrolled");
+        Ok(Response::new(v1::UnenrollAck {}))
+    }
+}
+
+/// One device's push stream: announce the heartbeat, push what is deliverable, beat, and notice
+/// a silent device.
+struct PushStream {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+}
+
+impl PushStream {
+    async fn run(
+        self,
+        registration: crate::hub::Registration,
+        mut inbound: Streaming<v1::AgentEvent>,
+        tx: mpsc::Sender<Result<v1::ServerEvent, Status>>,
+    ) {
+        let device_id = registration.device_id.clone();
+        let hello = v1::ServerEvent {
+            event: Some(v1::server_event::Event::Hello(v1::Hello {
+                heartbeat_ms: i64::try_from(self.heartbeat.as_millis()).unwrap_or(i64::MAX),
+            })),
+        };
+        let mut delivered = HashSet::new();
+        let mut ticker = tokio::time::interval(self.heartbeat);
+        ticker.reset();
+        let mut last_seen = tokio::time::Instant::now();
+        // Until the device says otherwise, it beats as often as we do.
+        let mut silence = self.heartbeat * 3;
+        if tx.send(Ok(hello)).await.is_ok() {
             loop {
-                if push_unanswered(&db, &registration.device_id, &tx, &mut delivered).await.is_err() {
+                if self.push(&device_id, &tx, &mut delivered).await.is_err() {
                     break;
                 }
                 tokio::select! {
                     _ = registration.notify.notified() => {}
                     _ = ticker.tick() => {
-                        if last_seen.elapsed() > heartbeat * 3 {
-                            tracing::info!(device_id = %registration.device_id, "push stream silent for three heartbeats; closing");
+                        if last_seen.elapsed() > silence {
+                            tracing::info!(device_id = %device_id, "push stream silent for three heartbeats; closing");
                             break;
                         }
                         let beat = v1::ServerEvent { event: Some(v1::server_event::Event::Heartbeat(v1::Heartbeat { sent_at_unix_ms: now_ms() })) };
                         if tx.send(Ok(beat)).await.is_err() { break; }
                     }
                     message = inbound.message() => match message {
-                        Ok(Some(_)) => last_seen = tokio::time::Instant::now(),
+                        Ok(Some(event)) => {
+                            last_seen = tokio::time::Instant::now();
+                            self.hub.saw(&device_id, now_ms());
+                            if let Some(v1::agent_event::Event::Hello(h)) = event.event {
+                                let theirs = Duration::from_millis(u64::try_from(h.heartbeat_ms).unwrap_or(0)).min(MAX_HEARTBEAT);
+                                silence = self.heartbeat.max(theirs) * 3;
+                            }
+                        }
                         Ok(None) | Err(_) => break,
                     },
-                    _ = shutdown.cancelled() => break,
+                    _ = registration.closed.cancelled() => break,
+                    _ = self.shutdown.cancelled() => break,
                 }
             }
-            hub.unregister(&registration);
-            tracing::info!(device_id = %registration.device_id, "push stream closed");
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        }
+        if self.hub.unregister(&registration) {
+            if let Err(e) = self.store.set_online(&device_id, false, now_ms()).await {
+                tracing::warn!(device_id = %device_id, error = %e, "recording the stream's end");
+            }
+        }
+        self.metrics.streams.dec();
+        tracing::info!(device_id = %device_id, "push stream closed");
     }
 
-    async fn poll(&self, request: Request<v1::PollRequest>) -> Result<Response<v1::PollResponse>, Status> {
-        let device_id = self.device_of(&request)?;
-        let commands = self.db.unanswered(&device_id).map_err(internal)?;
-        let ids: Vec<String> = commands.iter().map(|c| c.command_id.clone()).collect();
-        self.db.mark_sent(&ids, now_ms()).map_err(internal)?;
-        tracing::debug!(device_id = %device_id, n_commands = ids.len(), "poll");
-        Ok(Response::new(v1::PollResponse { commands }))
-    }
-
-    async fn report(&self, request: Request<v1::CommandResult>) -> Result<Response<v1::ReportAck>, Status> {
-        let device_id = self.device_of(&request)?;
-        let result = request.into_inner();
-        if result.command_id.is_empty() {
-            return Err(Status::invalid_argument("command_id is required"));
+    /// Sends every deliverable command not yet sent on this stream; records the delivery.
+    async fn push(
+        &self,
+        device_id: &str,
+        tx: &mpsc::Sender<Result<v1::ServerEvent, Status>>,
+        delivered: &mut HashSet<String>,
+    ) -> Result<(), ()> {
+        let now = now_ms();
+        let commands = match self.store.deliverable(device_id, now).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.storage_errors.inc();
+                tracing::error!(device_id = %device_id, error = %e, "reading the command queue");
+                return Ok(());
+            }
+        };
+        // A command re-queued after `not_now` leaves the deliverable set for a while; when it
+        // comes back it is pushed again.
+        delivered.retain(|id| commands.iter().any(|c| &c.command_id == id));
+        let mut sent = Vec::new();
+        for command in commands {
+            if delivered.contains(&command.command_id) {
+                continue;
+            }
+            let id = command.command_id.clone();
+            let event = v1::ServerEvent { event: Some(v1::server_event::Event::Command(command)) };
+            tx.send(Ok(event)).await.map_err(|_| ())?;
+            delivered.insert(id.clone());
+            sent.push(id);
         }
-        if matches!(v1::CommandStatus::try_from(result.status), Err(_) | Ok(v1::CommandStatus::Unspecified)) {
-            return Err(Status::invalid_argument("status is missing or unknown"));
+        if !sent.is_empty() {
+            let n_commands = sent.len();
+            if let Err(e) = self.store.mark_sent(sent, now).await {
+                self.metrics.storage_errors.inc();
+                tracing::warn!(device_id = %device_id, error = %e, "recording a delivery");
+            }
+            tracing::info!(device_id = %device_id, n_commands, "commands pushed");
         }
-        let duplicate = self.db.record_result(&device_id, &result, now_ms()).map_err(internal)?;
-        tracing::info!(device_id = %device_id, command_id = %result.command_id, status = result.status, error_code = %result.error_code, duplicate, "result reported");
-        Ok(Response::new(v1::ReportAck { duplicate }))
+        Ok(())
     }
-
-    async fn renew_identity(&self, request: Request<v1::RenewRequest>) -> Result<Response<v1::RenewResponse>, Status> {
-        let device_id = self.device_of(&request)?;
-        let cert = self
-            .authority
-            .sign_device_csr(&request.into_inner().csr_der, &device_id)
-            .map_err(Status::invalid_argument)?;
-        tracing::info!(device_id = %device_id, "identity renewed");
-        Ok(Response::new(v1::RenewResponse { cert_chain_pem: cert }))
-    }
-}
-
-/// Sends every unanswered command not yet sent on this stream; marks them delivered.
-async fn push_unanswered(
-    db: &Db,
-    device_id: &str,
-    tx: &mpsc::Sender<Result<v1::ServerEvent, Status>>,
-    delivered: &mut HashSet<String>,
-) -> Result<(), ()> {
-    let commands = match db.unanswered(device_id) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the command queue");
-            return Ok(());
-        }
-    };
-    let mut sent = Vec::new();
-    for command in commands {
-        if delivered.contains(&command.command_id) {
-            continue;
-        }
-        let id = command.command_id.clone();
-        let event = v1::ServerEvent { event: Some(v1::server_event::Event::Command(command)) };
-        tx.send(Ok(event)).await.map_err(|_| ())?;
-        delivered.insert(id.clone());
-        sent.push(id);
-    }
-    if !sent.is_empty() {
-        let _ = db.mark_sent(&sent, now_ms());
-        tracing::info!(device_id = %device_id, n_commands = sent.len(), "commands pushed");
-    }
-    Ok(())
 }
