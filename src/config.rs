@@ -9,6 +9,12 @@ use serde::Deserialize;
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/latchkey/config.toml";
 
+/// The configuration file to use when `--config` is not given: `LATCHKEY_CONFIG`, else
+/// [`DEFAULT_CONFIG`].
+pub fn default_path() -> PathBuf {
+    std::env::var_os("LATCHKEY_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
 /// Configuration errors: each names the file or the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -108,6 +114,9 @@ pub struct PlatformSection {
     /// Session-lock command (port = "linux").
     #[serde(default = "default_lock_command")]
     pub lock_command: Vec<String>,
+    /// How long the session-lock command may run before it is stopped (port = "linux").
+    #[serde(default = "default_lock_timeout", deserialize_with = "duration")]
+    pub lock_timeout: Duration,
     /// Passcode policy document for the linux port (plist, DPM JSON or PINComplexity).
     pub policy_file: Option<PathBuf>,
 }
@@ -123,6 +132,9 @@ fn default_root() -> PathBuf {
 }
 fn default_lock_command() -> Vec<String> {
     vec!["loginctl".into(), "lock-sessions".into()]
+}
+fn default_lock_timeout() -> Duration {
+    latchkey_platform::linux::DEFAULT_LOCK_TIMEOUT
 }
 
 /// How commands reach the agent.
@@ -198,6 +210,20 @@ fn default_renew_before() -> Duration {
     Duration::from_secs(10 * 24 * 3600)
 }
 
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Level filter (`info`, `debug`, `latchkey=debug,warn`); `LATCHKEY_LOG` overrides it at
+    /// start; re-read on SIGHUP.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +240,8 @@ pub struct Config {
     pub control: Control,
     /// `[identity]`.
     pub identity: IdentitySection,
+    /// `[log]`.
+    pub log: LogSection,
 }
 
 /// Merges `overlay` into `base`: tables merge key by key, anything else replaces.
@@ -235,12 +263,9 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 }
 
 impl Config {
-    /// Loads `path` (missing is fine for the default path) and its `config.d/*.toml` drop-ins.
+    /// Loads `path` and its `config.d/*.toml` drop-ins.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut table = toml::Table::new();
-        if path.exists() || path != Path::new(DEFAULT_CONFIG) {
-            table = read_table(path)?;
-        }
+        let mut table = read_table(path)?;
         let dropins = path.parent().unwrap_or(Path::new(".")).join("config.d");
         if let Ok(entries) = std::fs::read_dir(&dropins) {
             let mut files: Vec<PathBuf> = entries
@@ -257,7 +282,7 @@ impl Config {
 
     /// Builds a configuration from a merged table, applying defaults.
     pub fn from_table(mut table: toml::Table) -> Result<Self, ConfigError> {
-        for section in ["server", "state", "platform", "connect", "control", "identity"] {
+        for section in ["server", "state", "platform", "connect", "control", "identity", "log"] {
             table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         }
         serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table)).map_err(|e| {
@@ -287,11 +312,31 @@ impl Config {
             }
             _ => {}
         }
-        if self.connect.heartbeat < Duration::from_millis(100) {
-            return invalid("connect.heartbeat", "must be at least 100ms");
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        let bounds: [(&'static str, Duration, Duration, Duration); 6] = [
+            ("connect.heartbeat", self.connect.heartbeat, ms(100), s(3600)),
+            ("connect.poll_interval", self.connect.poll_interval, ms(100), s(86_400)),
+            ("connect.checkin_interval", self.connect.checkin_interval, s(1), s(7 * 86_400)),
+            ("connect.backoff_max", self.connect.backoff_max, s(1), s(86_400)),
+            ("identity.renew_before", self.identity.renew_before, s(1), s(365 * 86_400)),
+            ("platform.lock_timeout", self.platform.lock_timeout, ms(100), s(600)),
+        ];
+        for (key, value, min, max) in bounds {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{} is out of range: use {}..={}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                });
+            }
         }
-        if self.connect.poll_interval < Duration::from_millis(100) {
-            return invalid("connect.poll_interval", "must be at least 100ms");
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a log filter (try \"info\" or \"latchkey=debug,warn\")");
         }
         Ok(())
     }
@@ -316,6 +361,31 @@ mod tests {
         assert_eq!(config.connect.mode, ConnectMode::Poll);
         assert_eq!(config.connect.heartbeat, Duration::from_secs(5));
         assert_eq!(config.connect.poll_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_duration_is_bounded_and_zero_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        for (section, key) in [
+            ("connect", "checkin_interval"),
+            ("connect", "backoff_max"),
+            ("connect", "heartbeat"),
+            ("connect", "poll_interval"),
+            ("identity", "renew_before"),
+            ("platform", "lock_timeout"),
+        ] {
+            std::fs::write(&path, format!("[server]\nurl = \"https://a:1\"\n[{section}]\n{key} = \"0s\"\n"))
+                .expect("write");
+            let err = Config::load(&path).expect("parses").check().expect_err("zero must be refused").to_string();
+            assert!(err.starts_with(&format!("{section}.{key}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load(Path::new("/nonexistent/latchkey.toml")).expect_err("missing").to_string();
+        assert!(err.contains("/nonexistent/latchkey.toml"), "{err}");
     }
 
     #[test]

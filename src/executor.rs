@@ -1,19 +1,22 @@
-//! From a wire command to a journaled result: validate (expired, foreign, malformed commands are
-//! rejected, never applied), journal, decide and apply through the port, journal the result.
-//! Runs on a blocking thread: ports do file and process I/O.
+//! From a wire command to a journaled result: journal it, validate it (expired, foreign and
+//! malformed commands are rejected, never applied), decide and apply it through the port,
+//! journal the result. Runs on a blocking thread: ports do file and process I/O.
+//!
+//! After a restart, commands that were mid-effect are settled by asking the port (never
+//! retried); after a lost journal, every command issued before the loss is checked against the
+//! device first, so nothing already applied is applied again.
 use std::sync::{Arc, Mutex};
 
-use latchkey_platform::execute::{execute, Request};
-use latchkey_platform::{Action, DevicePort, ErrorCode, LockRequest, Outcome, Scope, Secret, SecretBytes, Status};
+use latchkey_platform::execute::{execute, settle, Request};
+use latchkey_platform::{Action, DevicePort, ErrorCode, Outcome, Status};
+use latchkey_proto::convert::{self, ActionError};
 use latchkey_proto::v1;
 
 use crate::journal::{Journal, Receipt};
+use crate::lifecycle::RESET_TOKEN;
 use crate::secrets::SecretStore;
 
-/// Name of the reset-password token in the secret store.
-pub const RESET_TOKEN: &str = "reset_token";
-
-/// Crash points for the fault-injection tests (`LATCHKEY_FAULT`); unset in production.
+/// Crash points for the fault-injection tests (`LATCHKEY_FAULT`); compiled only into test builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Abort after the side effect, before the result is journaled.
@@ -23,7 +26,9 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Reads `LATCHKEY_FAULT`.
+    /// Reads `LATCHKEY_FAULT`. Only builds with the `fault-injection` feature (the test suite
+    /// enables it through a dev-dependency) contain this code at all.
+    #[cfg(feature = "fault-injection")]
     pub fn from_env() -> Option<Self> {
         match std::env::var("LATCHKEY_FAULT").ok()?.as_str() {
             "crash-after-apply" => Some(Self::CrashAfterApply),
@@ -31,6 +36,24 @@ impl Fault {
             _ => None,
         }
     }
+
+    /// Without the `fault-injection` feature there is no fault to inject.
+    #[cfg(not(feature = "fault-injection"))]
+    pub fn from_env() -> Option<Self> {
+        None
+    }
+}
+
+/// Test builds only: `LATCHKEY_TEST_CLOCK_OFFSET_MS` shifts the agent's view of the time, to
+/// exercise expiry without waiting.
+#[cfg(feature = "fault-injection")]
+fn clock_offset_ms() -> i64 {
+    std::env::var("LATCHKEY_TEST_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn clock_offset_ms() -> i64 {
+    0
 }
 
 fn trip(fault: Option<Fault>, at: Fault) {
@@ -58,26 +81,15 @@ pub fn validate(command: &v1::Command, device_id: &str, now_ms: i64) -> Result<A
             "command expired before the device received it; issue it again if it is still needed".into(),
         ));
     }
-    let malformed =
-        |what: &str| reject(ErrorCode::Malformed, format!("command is malformed ({what}); it was not applied"));
-    match &command.action {
-        None => Err(malformed("no action")),
-        Some(v1::command::Action::ResetPasscode(r)) => {
-            let scope = match v1::ResetScope::try_from(r.scope) {
-                Ok(v1::ResetScope::WorkProfile) => Scope::WorkProfile,
-                Ok(_) => Scope::Device,
-                Err(_) => return Err(malformed("unknown reset scope")),
-            };
-            Ok(Action::ResetPasscode { scope, passcode: Secret::new(r.new_passcode.clone()), flags: r.flags })
+    convert::action_from_wire(command).map_err(|e| match e {
+        ActionError::Malformed(what) => {
+            reject(ErrorCode::Malformed, format!("command is malformed ({what}); it was not applied"))
         }
-        Some(v1::command::Action::RemovePasscode(r)) => {
-            Ok(Action::RemovePasscode { unlock_token: SecretBytes::new(r.unlock_token.clone()) })
-        }
-        Some(v1::command::Action::RemoteLock(l)) => {
-            Ok(Action::RemoteLock(LockRequest { message: l.message.clone(), phone_number: l.phone_number.clone() }))
-        }
-        Some(v1::command::Action::ResetPin(_)) => Ok(Action::ResetPin),
-    }
+        ActionError::Unsupported(name) => Outcome::not_supported(
+            ErrorCode::PlatformUnsupported,
+            format!("{name} is not a command this agent implements; nothing was done"),
+        ),
+    })
 }
 
 /// Zeroes the secrets a wire command carries (prost types do not zero themselves on drop).
@@ -87,7 +99,7 @@ pub fn scrub(command: &mut v1::Command) {
         Some(v1::command::Action::ResetPasscode(r)) => r.new_passcode.zeroize(),
         Some(v1::command::Action::RemovePasscode(r)) => r.unlock_token.zeroize(),
         Some(v1::command::Action::RemoteLock(l)) => l.pin.zeroize(),
-        Some(v1::command::Action::ResetPin(_)) | None => {}
+        Some(v1::command::Action::ResetPin(_) | v1::command::Action::Unsupported(_)) | None => {}
     }
 }
 
@@ -101,22 +113,16 @@ pub fn kind_of(command: &v1::Command) -> &'static str {
         Some(v1::command::Action::RemovePasscode(_)) => "remove_passcode",
         Some(v1::command::Action::RemoteLock(_)) => "remote_lock",
         Some(v1::command::Action::ResetPin(_)) => "reset_pin",
+        Some(v1::command::Action::Unsupported(_)) => "unsupported",
         None => "unknown",
     }
 }
 
 /// Outcome to wire result.
 pub fn to_result(command_id: &str, outcome: Outcome, now_ms: i64) -> v1::CommandResult {
-    let status = match outcome.status {
-        Status::Succeeded => v1::CommandStatus::Succeeded,
-        Status::Failed => v1::CommandStatus::Failed,
-        Status::NotSupported => v1::CommandStatus::NotSupported,
-        Status::NotNow => v1::CommandStatus::NotNow,
-        Status::Rejected => v1::CommandStatus::Rejected,
-    };
     v1::CommandResult {
         command_id: command_id.to_owned(),
-        status: status as i32,
+        status: convert::status_to_wire(outcome.status) as i32,
         error_code: outcome.code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
         message: outcome.message,
         outputs: outcome.outputs.into_iter().collect(),
@@ -140,13 +146,17 @@ pub struct Executor {
 }
 
 impl Executor {
+    fn now(&self) -> i64 {
+        latchkey_common::time::now_ms() + clock_offset_ms()
+    }
+
     /// Handles one delivered command. Returns true when a new result was journaled.
     pub fn handle(&self, command: &v1::Command) -> bool {
-        let now = crate::now_ms();
+        let now = self.now();
         match self.journal.receive(command, kind_of(command), now) {
             Ok(Receipt::New) => {}
             Ok(Receipt::Known(state)) => {
-                tracing::info!(command_id = %command.command_id, ?state, "command already journaled; not applying it again");
+                tracing::info!(command_id = %command.command_id, state = state.as_str(), "command already journaled; not applying it again");
                 return false;
             }
             Err(e) => {
@@ -154,13 +164,44 @@ impl Executor {
                 return false;
             }
         }
+        if let Some(lost_at) = self.journal.lost_at() {
+            if command.issued_at_unix_ms <= lost_at && self.settled_after_loss(command) {
+                return true;
+            }
+        }
         self.run_journaled(command)
+    }
+
+    /// A command issued before the journal was lost may have been applied already: ask the
+    /// device first. Returns true when the command was settled without running.
+    fn settled_after_loss(&self, command: &v1::Command) -> bool {
+        let id = command.command_id.as_str();
+        let applied = self.port.lock().unwrap_or_else(|p| p.into_inner()).effect_applied(id);
+        if let Ok(Some(false)) = applied {
+            return false;
+        }
+        let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = settle(port.as_mut(), id, kind_of(command), "the agent's journal was lost");
+        drop(port);
+        tracing::warn!(command_id = %id, status = outcome.status.as_str(), "settled a command issued before the journal was lost");
+        self.finish(id, outcome)
+    }
+
+    fn finish(&self, id: &str, outcome: Outcome) -> bool {
+        let result = to_result(id, outcome, latchkey_common::time::now_ms());
+        let status = convert::status_from_wire(result.status).map(|s| s.as_str()).unwrap_or("unknown");
+        tracing::info!(command_id = %id, status, error_code = %result.error_code, "command finished");
+        if let Err(e) = self.journal.finish(&result, latchkey_common::time::now_ms()) {
+            tracing::error!(command_id = %id, error = %e, "cannot journal the result");
+            return false;
+        }
+        true
     }
 
     /// Runs a command that is journaled as received.
     pub fn run_journaled(&self, command: &v1::Command) -> bool {
         let id = command.command_id.as_str();
-        let outcome = match validate(command, &self.device_id, crate::now_ms()) {
+        let outcome = match validate(command, &self.device_id, self.now()) {
             Err(refusal) => refusal,
             Ok(action) => {
                 let token = match self.secrets.get(RESET_TOKEN) {
@@ -174,51 +215,41 @@ impl Executor {
                 let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
                 let journal = self.journal.clone();
                 let outcome = execute(port.as_mut(), &request, &mut || {
-                    journal.applying(id, crate::now_ms()).map_err(|e| e.to_string())
+                    journal.applying(id, latchkey_common::time::now_ms()).map_err(|e| e.to_string())
                 });
                 drop(port);
                 trip(self.fault, Fault::CrashAfterApply);
                 outcome
             }
         };
-        let result = to_result(id, outcome, crate::now_ms());
-        tracing::info!(command_id = %id, kind = kind_of(command), status = result.status, error_code = %result.error_code, "command finished");
-        if let Err(e) = self.journal.finish(&result, crate::now_ms()) {
-            tracing::error!(command_id = %id, error = %e, "cannot journal the result");
-            return false;
+        let finished = self.finish(id, outcome);
+        if finished {
+            trip(self.fault, Fault::CrashBeforeReport);
         }
-        trip(self.fault, Fault::CrashBeforeReport);
-        true
+        finished
     }
 
-    /// After a restart: settle commands that were mid-effect, then run those never started.
+    /// After a restart: settle commands that were mid-effect, then return those never started.
     pub fn recover(&self) -> Vec<v1::Command> {
         match self.journal.interrupted() {
             Ok(rows) => {
                 for (id, kind) in rows {
-                    let applied = self.port.lock().unwrap_or_else(|p| p.into_inner()).effect_applied(&id);
-                    let outcome = match applied {
-                        Ok(Some(true)) => Outcome::succeeded(format!(
-                            "{kind} was applied just before the agent restarted; the device confirms it, so it was not applied again"
-                        ))
-                        .with_output("recovered_after_restart", "true"),
-                        Ok(Some(false)) => Outcome::failed(
-                            ErrorCode::Interrupted,
-                            format!("the agent stopped while applying {kind} and the device shows it was not applied; it is not retried automatically — issue it again"),
-                        ),
-                        _ => Outcome::failed(
-                            ErrorCode::Interrupted,
-                            format!("the agent stopped while applying {kind}; the device cannot tell whether it took effect — check the device before issuing it again"),
-                        ),
+                    let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
+                    let outcome = settle(port.as_mut(), &id, &kind, "the agent stopped while applying it");
+                    drop(port);
+                    let outcome = if outcome.status == Status::Succeeded {
+                        outcome.with_output("recovered_after_restart", "true")
+                    } else {
+                        outcome
                     };
-                    let result = to_result(&id, outcome, crate::now_ms());
-                    tracing::warn!(command_id = %id, status = result.status, "settled an interrupted command");
-                    if let Err(e) = self.journal.finish(&result, crate::now_ms()) {
-                        tracing::error!(command_id = %id, error = %e, "cannot journal recovery result");
-                    }
+                    tracing::warn!(command_id = %id, status = outcome.status.as_str(), "settled an interrupted command");
+                    self.finish(&id, outcome);
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read interrupted commands"),
+        }
+        if let Err(e) = self.journal.prune(latchkey_common::time::now_ms()) {
+            tracing::warn!(error = %e, "pruning the journal");
         }
         self.journal.received().unwrap_or_default()
     }
@@ -262,6 +293,15 @@ mod tests {
         bad_scope.action =
             Some(v1::command::Action::ResetPasscode(v1::ResetPasscode { scope: 77, ..Default::default() }));
         assert_eq!(code(validate(&bad_scope, "me", 10)), Some(ErrorCode::Malformed));
+        let mut bad_flags = command("me", 100);
+        bad_flags.action =
+            Some(v1::command::Action::ResetPasscode(v1::ResetPasscode { flags: 0x80, ..Default::default() }));
+        assert_eq!(code(validate(&bad_flags, "me", 10)), Some(ErrorCode::Malformed));
+        let mut unknown = command("me", 100);
+        unknown.action = Some(v1::command::Action::Unsupported(v1::UnsupportedAction { name: "EraseDevice".into() }));
+        let refusal = validate(&unknown, "me", 10).expect_err("unsupported");
+        assert_eq!((refusal.status, refusal.code), (Status::NotSupported, Some(ErrorCode::PlatformUnsupported)));
+        assert!(refusal.message.contains("EraseDevice"));
         assert!(validate(&command("me", 100), "me", 10).is_ok());
     }
 }

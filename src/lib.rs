@@ -1,17 +1,20 @@
-//! `latchkey`: the device-side MDM agent as a library, so many agents can run in one process.
+//! `latchkey`: the device-side MDM agent as a library, so many agents can run in one process
+//! (the fleet benchmark). It never links the reference server.
 //!
 //! - [`config`]: TOML configuration with `config.d/` drop-ins, checked apart from parsing.
-//! - [`identity`]: the device key (made here, never sent) and certificate, stored atomically.
+//! - [`identity`]: the device key (made here, never sent) and certificate, one atomic file.
 //! - [`secrets`]: the 0600 file secret store.
-//! - [`transport`]: TLS 1.3 client, tonic channel, reconnect backoff — the only tonic user.
 //! - [`journal`]: the SQLite command journal and its transition table.
 //! - [`executor`]: validation of wire commands and their execution through the platform port.
 //! - [`lifecycle`]: reset-token and unlock-token lifecycles.
 //! - [`ports`]: choosing the OS port; [`bridge`]: the out-of-process port protocol.
-//! - [`agent`]: the daemon loop; [`control`]: the `latchkey status` socket; [`systemd`]: readiness
-//!   and watchdog notification.
-//! - [`enroll`], [`check`], [`policy_cmd`], [`sim_cmd`]: the other CLI commands.
-//! - `demo` (feature `demo`): the embedded end-to-end demonstration.
+//! - [`link`]: the server seam (`ServerLink`), the link's state machine and its driver.
+//! - [`transport`]: the native gRPC dialect over TLS 1.3 — the only tonic and rustls user.
+//! - [`device`]: the device side of the link (check-ins, escrow, results, renewal).
+//! - [`worker`]: the command worker; [`watchdog`]: liveness for the service manager.
+//! - [`agent`]: the daemon; [`control`] and [`status`]: `latchkey status`; [`systemd`]:
+//!   readiness notification.
+//! - [`enroll`]: joining and leaving management; [`check`]: offline diagnostics.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -19,21 +22,19 @@ pub mod bridge;
 pub mod check;
 pub mod config;
 pub mod control;
-#[cfg(feature = "demo")]
-pub mod demo;
+pub mod device;
 pub mod enroll;
 pub mod executor;
 pub mod identity;
 pub mod journal;
 pub mod lifecycle;
-pub mod policy_cmd;
+pub mod link;
 pub mod ports;
 pub mod secrets;
-pub mod sim_cmd;
+pub mod status;
 pub mod systemd;
 pub mod transport;
+pub mod watchdog;
+pub mod worker;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use latchkey_common::time::now_ms;

@@ -4,11 +4,27 @@
 //!   check-in; while it waits for the user, a notification asks them to confirm their passcode,
 //!   withdrawn once the token is active.
 //! - iOS-like unlock token: escrowed at enrollment and again whenever the device's changes.
-use latchkey_platform::{DevicePort, PortSnapshot, ResetTokenState, SecretBytes};
+use latchkey_platform::{DevicePort, PortError, PortSnapshot, ResetTokenState, SecretBytes};
 
-use crate::executor::RESET_TOKEN;
-use crate::journal::Journal;
-use crate::secrets::SecretStore;
+use crate::journal::{Journal, JournalError};
+use crate::secrets::{SecretError, SecretStore};
+
+/// Name of the reset-password token in the secret store.
+pub const RESET_TOKEN: &str = "reset_token";
+
+/// Lifecycle failures. None of them stops the agent: they are reported and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The secret store failed (a corrupt secret, a write error).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The platform port failed.
+    #[error("platform port: {0}")]
+    Port(#[from] PortError),
+}
 
 /// The notification asking the user to confirm their credential.
 pub const CONFIRM_NOTIFICATION: &str = "latchkey.reset-token";
@@ -27,9 +43,16 @@ pub struct Escrow {
     pub unlock_token: Option<SecretBytes>,
 }
 
+impl Escrow {
+    /// Nothing to escrow.
+    pub fn is_empty(&self) -> bool {
+        self.reset_token.is_none() && self.unlock_token.is_none()
+    }
+}
+
 /// Lower-case hex SHA-256, for remembering which token was escrowed without keeping it.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    latchkey_common::hex::encode_public(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// Brings tokens and the notification up to date; returns what still needs escrowing.
@@ -38,7 +61,7 @@ pub fn reconcile(
     snapshot: &PortSnapshot,
     secrets: &SecretStore,
     journal: &Journal,
-) -> anyhow::Result<Escrow> {
+) -> Result<Escrow, LifecycleError> {
     let mut escrow = Escrow::default();
     let mut token_state = snapshot.state.reset_token;
     if token_state != ResetTokenState::NotApplicable {
@@ -79,13 +102,13 @@ pub fn reconcile(
 }
 
 /// Records a successful reset-token escrow.
-pub fn reset_token_escrowed(journal: &Journal) -> anyhow::Result<()> {
-    Ok(journal.set(KV_RESET_ESCROWED, "1")?)
+pub fn reset_token_escrowed(journal: &Journal) -> Result<(), JournalError> {
+    journal.set(KV_RESET_ESCROWED, "1")
 }
 
 /// Records a successful unlock-token escrow.
-pub fn unlock_token_escrowed(journal: &Journal, token: &SecretBytes) -> anyhow::Result<()> {
-    Ok(journal.set(KV_UNLOCK_ESCROWED, &sha256_hex(token.expose()))?)
+pub fn unlock_token_escrowed(journal: &Journal, token: &SecretBytes) -> Result<(), JournalError> {
+    journal.set(KV_UNLOCK_ESCROWED, &sha256_hex(token.expose()))
 }
 
 /// True when the current unlock token is escrowed.

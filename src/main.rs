@@ -1,17 +1,27 @@
 //! `latchkey`: the agent daemon and its command line.
-use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use latchkey::config::{Config, DEFAULT_CONFIG};
-use latchkey::{agent, check, control, enroll, executor, policy_cmd, sim_cmd};
+use latchkey::config::{self, Config};
+use latchkey::{agent, check, control, enroll, executor};
+use latchkey_common::exit::{self, Code, Exit};
 use latchkey_platform::Secret;
 
+mod cli;
+
+const EXAMPLES: &str = "Examples:
+  latchkey enroll --config /etc/latchkey/config.toml --token-file -     (token on stdin)
+  systemctl start latchkey                                              (runs `latchkey run`)
+  latchkey status
+  latchkey check
+  echo -n 'Tmp-4821x' | latchkey policy check --dialect android --quality alphanumeric --min-length 8
+  latchkey sim init --state dev.json --profile android-do
+  latchkey demo";
+
 #[derive(Parser)]
-#[command(name = "latchkey", version, about = "Latchkey device-side MDM agent")]
+#[command(name = "latchkey", version = latchkey_common::VERSION, about = "Latchkey device-side MDM agent", after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,30 +31,40 @@ struct Cli {
 enum Command {
     /// Run the agent daemon.
     Run {
-        /// Configuration file (drop-ins in its config.d/).
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// Configuration file (drop-ins in its config.d/); default $LATCHKEY_CONFIG or /etc/latchkey/config.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Enroll this device (one time).
     Enroll {
         /// Configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Server URL (overrides server.url).
         #[arg(long)]
         server: Option<String>,
         /// Server CA file (overrides server.ca).
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// File holding the enrollment token, or `-` for stdin.
+        /// File holding the enrollment token (0600), or `-` for stdin.
         #[arg(long)]
         token_file: String,
+    },
+    /// Leave management: report what is left, tell the server, delete identity, secrets and
+    /// journal. The daemon must be stopped.
+    Unenroll {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Do not contact the server (it may be gone); only delete local state.
+        #[arg(long)]
+        local: bool,
     },
     /// Ask the running agent for its status.
     Status {
         /// Configuration file (for the control socket path).
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -52,8 +72,8 @@ enum Command {
     /// Offline diagnostics.
     Check {
         /// Configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -66,26 +86,41 @@ enum Command {
     /// The device simulator.
     Sim {
         #[command(subcommand)]
-        command: sim_cmd::SimCommand,
+        command: cli::sim::SimCommand,
     },
     /// Platform bridge tools.
     Bridge {
         #[command(subcommand)]
         command: BridgeCommand,
     },
-    /// Run the embedded demo: a server and simulated devices on loopback with real mTLS.
-    #[cfg(feature = "demo")]
+    /// Run the demo: the reference server and one simulated device per matrix row, on loopback
+    /// with real mTLS, real processes; prints the device-actions table.
     Demo {
         /// Keep the demo's files in this directory instead of a temporary one.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// One JSON object per row instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the man pages into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Check a passcode read from stdin against a policy.
-    Check(policy_cmd::CheckArgs),
+    Check(cli::policy::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,73 +133,81 @@ enum BridgeCommand {
     },
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG").unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
-    if std::env::var("LATCHKEY_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-}
-
-fn read_token(spec: &str) -> Result<Secret> {
-    let mut text = String::new();
-    if spec == "-" {
-        std::io::stdin().read_to_string(&mut text)?;
-    } else {
-        text = std::fs::read_to_string(spec).with_context(|| format!("reading {spec}"))?;
-    }
-    let token = Secret::new(text.trim().to_owned());
-    anyhow::ensure!(!token.is_empty(), "the enrollment token is empty");
-    Ok(token)
-}
-
 fn main() {
     let cli = Cli::parse();
     let code = match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            1
+            let code = e.downcast_ref::<Exit>().map(|e| e.code).unwrap_or(Code::Failure);
+            eprintln!("latchkey: {}", exit::render(e.as_ref()));
+            code
         }
     };
-    std::process::exit(code);
+    std::process::exit(code.number());
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn dispatch(command: Command) -> Result<i32> {
-    match command {
-        Command::Run { config } => {
-            init_logging("info");
-            let config = Config::load(&config)?;
-            runtime()?.block_on(async {
-                let shutdown = CancellationToken::new();
-                let signals = shutdown.clone();
-                tokio::spawn(async move {
-                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                        Ok(t) => t,
-                        Err(_) => return,
-                    };
-                    tokio::select! {
-                        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight work"),
-                        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: finishing in-flight work"),
+fn load(config: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = config.unwrap_or_else(config::default_path);
+    Config::load(&path).map_err(|e| Exit::new(Code::Usage, e.to_string()).into())
+}
+
+/// The daemon: SIGTERM and SIGINT finish in-flight work and exit; SIGHUP re-reads the log level.
+fn run_daemon(config_path: Option<PathBuf>) -> anyhow::Result<Code> {
+    let path = config_path.unwrap_or_else(config::default_path);
+    let config = Config::load(&path).map_err(|e| Exit::new(Code::Usage, e.to_string()))?;
+    let logging = latchkey_common::log::init(&config.log.level);
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        let (mut term, mut hup) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight work"); break; }
+                    _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: finishing in-flight work"); break; }
+                    _ = hup.recv() => {
+                        latchkey::systemd::notify("RELOADING=1");
+                        match (Config::load(&path), logging.as_ref()) {
+                            (Ok(c), Some(logging)) => match logging.set_level(&c.log.level) {
+                                Ok(()) => tracing::info!(level = %c.log.level, "SIGHUP: log level reloaded"),
+                                Err(e) => tracing::warn!(error = %e, "SIGHUP: log level not changed"),
+                            },
+                            (Err(e), _) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),
+                            (Ok(_), None) => {}
+                        }
+                        latchkey::systemd::notify("READY=1");
                     }
-                    signals.cancel();
-                });
-                agent::run(config, agent::RunOptions { fault: executor::Fault::from_env() }, shutdown).await
-            })?;
-            Ok(0)
-        }
+                }
+            }
+            signals.cancel();
+        });
+        let options = agent::RunOptions {
+            fault: executor::Fault::from_env(),
+            watchdog: latchkey::watchdog::Watchdog::from_env(),
+        };
+        agent::run(config, options, shutdown).await?;
+        Ok::<_, anyhow::Error>(Code::Ok)
+    })
+}
+
+fn dispatch(command: Command) -> anyhow::Result<Code> {
+    match command {
+        Command::Run { config } => run_daemon(config),
         Command::Enroll { config, server, ca, token_file } => {
-            init_logging("warn");
-            let mut table = if config.exists() || config != std::path::Path::new(DEFAULT_CONFIG) {
-                Config::load(&config)?
+            let _logging = latchkey_common::log::init("warn");
+            let path = config.unwrap_or_else(config::default_path);
+            // With --server and --ca a configuration file is optional.
+            let mut table = if path.exists() || server.is_none() {
+                Config::load(&path).map_err(|e| Exit::new(Code::Usage, e.to_string()))?
             } else {
-                Config::from_table(toml::Table::new())?
+                Config::from_table(toml::Table::new()).map_err(|e| Exit::new(Code::Usage, e.to_string()))?
             };
             if let Some(url) = server {
                 table.server.url = url;
@@ -172,67 +215,66 @@ fn dispatch(command: Command) -> Result<i32> {
             if let Some(ca) = ca {
                 table.server.ca = ca;
             }
-            let token = read_token(&token_file)?;
+            let token = latchkey_common::secret_input::read(&token_file, "enrollment token")
+                .map_err(|e| Exit::new(Code::Usage, e.to_string()))?;
+            let token = Secret::new(token.as_str().to_owned());
             let id = runtime()?.block_on(enroll::enroll(&table, &token))?;
             println!("enrolled as {id}");
-            Ok(0)
+            Ok(Code::Ok)
+        }
+        Command::Unenroll { config, local } => {
+            let _logging = latchkey_common::log::init("warn");
+            let config = load(config)?;
+            runtime()?.block_on(enroll::unenroll(&config, local))?;
+            println!("unenrolled: identity, secrets and journal deleted");
+            Ok(Code::Ok)
         }
         Command::Status { config, json } => {
-            let config = Config::load(&config)?;
+            let config = load(config)?;
             let status = runtime()?.block_on(control::query(&config.control.socket))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!("device:        {}", status["device_id"].as_str().unwrap_or("-"));
-                println!("server:        {}", status["server"].as_str().unwrap_or("-"));
-                println!("link:          {}", status["link"]["link"].as_str().unwrap_or("-"));
-                let last = status["link"]["last_checkin_unix_ms"].as_u64().unwrap_or(0);
-                let last = if last == 0 {
-                    "never".to_owned()
-                } else {
-                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(last))
-                        .to_string()
-                };
-                println!("last check-in: {last}");
-                println!(
-                    "journal:       {} pending, {} unreported",
-                    status["journal"]["pending"], status["journal"]["unreported"]
-                );
-                println!(
-                    "platform:      {} {}",
-                    status["platform"]["facts"]["platform"], status["platform"]["facts"]["os_version"]
-                );
+                print!("{}", status.render());
             }
-            Ok(0)
+            Ok(Code::Ok)
         }
         Command::Check { config, json } => {
-            let lines = runtime()?.block_on(check::run(&config));
+            let _logging = latchkey_common::log::init("error");
+            let path = config.unwrap_or_else(config::default_path);
+            let lines = runtime()?.block_on(check::run(&path));
             if json {
                 println!("{}", serde_json::to_string_pretty(&lines)?);
             } else {
-                for l in &lines {
-                    println!("{:<8} {:<14} {}", format!("{:?}", l.verdict).to_lowercase(), l.check, l.detail);
-                }
+                print!("{}", check::render(&lines));
             }
-            Ok(if lines.iter().any(|l| l.verdict == check::Verdict::Failed) { 1 } else { 0 })
+            Ok(if lines.iter().any(|l| l.verdict == check::Verdict::Failed) { Code::Failure } else { Code::Ok })
         }
-        Command::Policy { command: PolicyCommand::Check(args) } => Ok(policy_cmd::run(&args)),
+        Command::Policy { command: PolicyCommand::Check(args) } => Ok(cli::policy::run(&args)),
         Command::Sim { command } => {
-            init_logging("warn");
-            sim_cmd::run(command)
+            let _logging = latchkey_common::log::init("warn");
+            cli::sim::run(command)
         }
         Command::Bridge { command: BridgeCommand::Conformance { socket } } => {
             let findings = latchkey::bridge::conformance(&socket);
             for f in &findings {
                 println!("{:<6} {} — {}", if f.ok { "ok" } else { "FAILED" }, f.check, f.detail);
             }
-            Ok(if findings.iter().all(|f| f.ok) { 0 } else { 1 })
+            Ok(if findings.iter().all(|f| f.ok) { Code::Ok } else { Code::Failure })
         }
-        #[cfg(feature = "demo")]
-        Command::Demo { keep } => {
-            init_logging("warn");
-            let ok = runtime()?.block_on(latchkey::demo::run(keep))?;
-            Ok(if ok { 0 } else { 1 })
+        Command::Demo { keep, json } => {
+            let _logging = latchkey_common::log::init("warn");
+            let ok = cli::demo::run(keep, json)?;
+            Ok(if ok { Code::Ok } else { Code::Failure })
+        }
+        Command::Man { dir } => {
+            let written = latchkey_common::cli::write_man_pages(Cli::command(), &dir)?;
+            println!("{} man pages in {}", written.len(), dir.display());
+            Ok(Code::Ok)
+        }
+        Command::Completions { shell } => {
+            latchkey_common::cli::print_completions(Cli::command(), shell)?;
+            Ok(Code::Ok)
         }
     }
 }

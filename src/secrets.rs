@@ -4,8 +4,28 @@
 //! bridge port instead. Values are hex-encoded and zeroed after use.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use latchkey_platform::SecretBytes;
+
+/// Secret store failures; they name the secret, never show it.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// A secret file could not be read or written.
+    #[error("secret {name}: {source}")]
+    Io {
+        /// The secret.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A secret file does not hold a secret.
+    #[error("secret {name} in {path} is corrupt; remove the file and the agent makes a new one (for the reset token the user is asked to confirm their passcode again)")]
+    Corrupt {
+        /// The secret.
+        name: String,
+        /// Its file.
+        path: String,
+    },
+}
 
 /// A 0600 file-backed secret store.
 pub struct SecretStore {
@@ -14,9 +34,9 @@ pub struct SecretStore {
 
 impl SecretStore {
     /// Opens (creating 0700) the store under `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<Self> {
+    pub fn open(state_dir: &Path) -> Result<Self, SecretError> {
         let dir = state_dir.join("secrets");
-        crate::identity::create_private_dir(&dir)?;
+        crate::identity::create_private_dir(&dir).map_err(|source| SecretError::Io { name: "store".into(), source })?;
         Ok(Self { dir })
     }
 
@@ -25,30 +45,60 @@ impl SecretStore {
     }
 
     /// Reads a secret.
-    pub fn get(&self, name: &str) -> Result<Option<SecretBytes>> {
+    pub fn get(&self, name: &str) -> Result<Option<SecretBytes>, SecretError> {
         match std::fs::read_to_string(self.path(name)) {
             Ok(text) => {
                 let text = zeroize::Zeroizing::new(text);
-                SecretBytes::from_hex(text.trim()).map(Some).with_context(|| format!("secret {name} is corrupt"))
+                SecretBytes::from_hex(text.trim()).filter(|b| !b.is_empty()).map(Some).ok_or_else(|| {
+                    SecretError::Corrupt { name: name.into(), path: self.path(name).display().to_string() }
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading secret {name}")),
+            Err(source) => Err(SecretError::Io { name: name.into(), source }),
         }
     }
 
     /// Stores a secret atomically.
-    pub fn put(&self, name: &str, value: &SecretBytes) -> Result<()> {
+    pub fn put(&self, name: &str, value: &SecretBytes) -> Result<(), SecretError> {
         latchkey_platform::atomic::write(&self.path(name), value.to_hex().expose().as_bytes(), 0o600)
-            .with_context(|| format!("writing secret {name}"))
+            .map_err(|source| SecretError::Io { name: name.into(), source })
+    }
+
+    /// Checks every stored secret reads back; names the first that does not.
+    pub fn verify(&self) -> Result<usize, SecretError> {
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|source| SecretError::Io { name: "store".into(), source })?;
+        let mut n = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            self.get(&name)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// True when a probe secret can be written, read back and removed.
-    pub fn usable(&self) -> Result<()> {
+    pub fn usable(&self) -> Result<(), SecretError> {
         let probe = SecretBytes::random(16);
         self.put(".probe", &probe)?;
-        let back = self.get(".probe")?.context("probe vanished")?;
-        std::fs::remove_file(self.path(".probe"))?;
-        anyhow::ensure!(back.ct_eq(probe.expose()), "probe read back differently");
-        Ok(())
+        let back = self.get(".probe")?;
+        std::fs::remove_file(self.path(".probe"))
+            .map_err(|source| SecretError::Io { name: ".probe".into(), source })?;
+        match back {
+            Some(b) if b.ct_eq(probe.expose()) => Ok(()),
+            _ => Err(SecretError::Corrupt { name: ".probe".into(), path: self.path(".probe").display().to_string() }),
+        }
+    }
+
+    /// Deletes every secret (unenrollment).
+    pub fn remove_all(state_dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(state_dir.join("secrets")) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! systemd service notification (`Type=notify`): READY when the agent is up, STOPPING on
-//! shutdown, and WATCHDOG pings at half of `WATCHDOG_USEC`. A no-op outside systemd.
+//! shutdown, RELOADING on SIGHUP, and the watchdog period (pings come from `watchdog`). A no-op
+//! outside systemd.
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
@@ -12,15 +13,15 @@ pub fn notify(state: &str) {
     let _ = socket.send_to(state.as_bytes(), path);
 }
 
-/// The watchdog ping interval, when systemd asked for one.
-pub fn watchdog_interval() -> Option<Duration> {
+/// The watchdog period systemd asked for (`WATCHDOG_USEC`), if it is meant for this process.
+pub fn watchdog_period() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
         if pid != std::process::id() {
             return None;
         }
     }
-    Some(Duration::from_micros(usec / 2))
+    Some(Duration::from_micros(usec))
 }
 
 #[cfg(test)]

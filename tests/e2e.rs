@@ -42,11 +42,14 @@ fn device_owner_reset_over_the_push_stream() {
         std::fs::read_to_string(device.dir.join("state/secrets/reset_token")).expect("reset token in the secret store");
     assert_eq!(reset_token.trim().len(), 64, "reset token must be 32 random bytes");
     assert_no_secret_in_logs(reset_token.trim(), &server, &[&device]);
-    let key = std::fs::read_to_string(device.dir.join("state/identity/device.key")).expect("device key");
+    let identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.dir.join("state/identity.json")).expect("identity"))
+            .expect("json");
+    let key = identity["private_key_pem"].as_str().expect("device key");
     let key_body = key.lines().nth(1).expect("key body");
     assert_no_secret_in_logs(key_body, &server, &[&device]);
     use std::os::unix::fs::PermissionsExt;
-    for private in ["state/identity/device.key", "state/secrets/reset_token", "state/journal.db"] {
+    for private in ["state/identity.json", "state/secrets/reset_token", "state/journal.db", "state/journal.db-wal"] {
         let mode = std::fs::metadata(device.dir.join(private)).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{private} is {mode:o}");
     }
@@ -68,7 +71,7 @@ fn device_owner_reset_by_polling_only() {
         .expect("status");
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
-    assert_eq!(status["link"]["link"], "poll");
+    assert_eq!(status["link"]["phase"], "poll");
     assert_eq!(status["device_id"], device.id.as_str());
     let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
     let row = server.wait_result(&id, T);
@@ -123,11 +126,18 @@ fn ios_removal_with_the_right_token_and_with_a_wrong_one() {
 }
 
 #[test]
-fn aosp_lock_without_a_passcode_policy_is_an_honest_failure() {
+fn aosp_lock_without_a_passcode_policy_is_an_honest_failure_said_up_front() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
     let device = started(root.path(), &server, "aosp", DeviceSpec::new("aosp-userless"));
-    let (id, _) = server.action("lock", &device.id, &["--message", "call IT"]);
+    // The server knows from the last check-in: it says so and queues nothing.
+    let refused = server.admin(&["action", "lock", "--device", &device.id, "--message", "call IT"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not queued") && stderr.contains("NO_PASSCODE_POLICY"), "{stderr}");
+    assert!(server.actions().is_empty(), "a refused action was queued");
+    // Forced, the device answers for itself, and says the same.
+    let id = server.action_forced("lock", &device.id, &["--message", "call IT"]);
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "failed");
     assert_eq!(row["error_code"], "NO_PASSCODE_POLICY");
@@ -144,9 +154,19 @@ fn clients_without_or_with_a_foreign_certificate_are_refused() {
     let ca = std::fs::read_to_string(server.ca()).expect("ca");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
+    let client = |chain: Option<(String, String)>| {
+        let ca = ca.clone();
+        let url = server.url();
+        async move {
+            let identity = chain.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            let tls = latchkey::transport::tls::client_config(&ca, identity).map_err(anyhow::Error::msg)?;
+            let channel =
+                latchkey::transport::channel(&url, tls, Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
+            Ok::<_, anyhow::Error>(latchkey_proto::v1::device_service_client::DeviceServiceClient::new(channel))
+        }
+    };
     let no_cert = runtime.block_on(async {
-        let tls = latchkey::transport::tls::client_config(&ca, None)?;
-        let mut client = latchkey::transport::connect(&server.url(), tls).await?;
+        let mut client = client(None).await?;
         client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(anyhow::Error::from)
     });
     let err = no_cert.expect_err("poll without a certificate must fail");
@@ -164,8 +184,7 @@ fn clients_without_or_with_a_foreign_certificate_are_refused() {
     let client_cert = client_params.signed_by(&client_key, &issuer).expect("cert");
     let chain = format!("{}{}", client_cert.pem(), other_ca_cert.pem());
     let foreign = runtime.block_on(async {
-        let tls = latchkey::transport::tls::client_config(&ca, Some((&chain, &client_key.serialize_pem())))?;
-        let mut client = latchkey::transport::connect(&server.url(), tls).await?;
+        let mut client = client(Some((chain, client_key.serialize_pem()))).await?;
         client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(anyhow::Error::from)
     });
     assert!(foreign.is_err(), "a certificate from another CA was accepted");
@@ -184,7 +203,10 @@ fn enrollment_tokens_are_single_use_and_expire() {
     assert!(!out.status.success(), "a token was used twice");
     assert!(String::from_utf8_lossy(&out.stderr).contains("already used"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let expired = server.admin_ok(&["token", "create", "--ttl", "1ms"]).trim().to_owned();
+    let created = common::now_ms();
+    let expired = server.admin_ok(&["token", "create", "--ttl", "1s"]).trim().to_owned();
+    // The token's lifetime has to pass: wait for the clock, not for a fixed time.
+    wait_until("the token's second to pass", T, || common::now_ms() > created + 1_100);
     let third = Device::prepare(root.path(), "third", &server, DeviceSpec::new("android-do"));
     let out = third.enroll_with(&expired);
     assert!(!out.status.success(), "an expired token was accepted");
@@ -234,10 +256,10 @@ fn a_crash_before_reporting_reports_the_journaled_result_once() {
 }
 
 #[test]
-fn sigterm_finishes_and_exits_zero() {
+fn check_names_every_check_and_passes_on_a_healthy_device() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
-    let mut device = started(root.path(), &server, "term", DeviceSpec::new("macos"));
+    let device = started(root.path(), &server, "checked", DeviceSpec::new("macos"));
     let check = Command::new(agent_bin())
         .args(["check", "--json", "--config", device.config.to_str().expect("utf8")])
         .output()
@@ -246,9 +268,32 @@ fn sigterm_finishes_and_exits_zero() {
     assert!(check.status.success(), "{lines}");
     let names: Vec<&str> =
         lines.as_array().expect("array").iter().map(|l| l["check"].as_str().expect("name")).collect();
-    assert_eq!(names, ["config", "identity", "secret store", "platform port", "server", "clock"]);
+    assert_eq!(names, ["config", "state", "identity", "journal", "secret store", "platform port", "server", "clock"]);
+}
+
+#[test]
+fn sigterm_finishes_the_command_in_flight_then_exits_zero() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let fake_root = common::linux_root(root.path(), "kiosk:$6$salt$hash:19000:0:99999:7:::");
+    let (started_marker, done_marker) = (root.path().join("lock-started"), root.path().join("lock-done"));
+    // A lock that takes a while: SIGTERM arrives while it runs.
+    let lock =
+        format!("[\"sh\", \"-c\", \"touch {}; sleep 1; touch {}\"]", started_marker.display(), done_marker.display());
+    let platform = format!(
+        "[platform]\nport = \"linux\"\nlinux_root = \"{}\"\nlinux_user = \"kiosk\"\nlock_command = {lock}\n",
+        fake_root.display()
+    );
+    let mut device =
+        started(root.path(), &server, "term", DeviceSpec { platform: Some(platform), ..DeviceSpec::new("linux") });
+    let (id, _) = server.action("lock", &device.id, &[]);
+    wait_until("the lock to start", T, || started_marker.exists());
+    assert!(!done_marker.exists());
     let status = device.terminate();
     assert!(status.success(), "agent exited with {status}");
+    assert!(done_marker.exists(), "the command in flight was cut short");
+    let row = server.wait_result(&id, T);
+    assert_eq!(row["state"], "succeeded", "the result was not reported before exit: {row}");
     assert!(device.log_text().contains("agent stopped"));
 }
 
@@ -263,12 +308,11 @@ fn a_command_queued_while_the_link_is_cut_arrives_after_it_heals() {
         "flaky",
         DeviceSpec { url: Some(format!("https://{}", proxy.addr)), ..DeviceSpec::new("aosp-user") },
     );
-    wait_until("the push stream", T, || device.log_text().contains("push stream open"));
+    let phase = || device.status().and_then(|s| s["link"]["phase"].as_str().map(str::to_owned)).unwrap_or_default();
+    wait_until("the push stream", T, || phase() == "stream");
     proxy.cut();
     let (id, _) = server.action("lock", &device.id, &[]);
-    wait_until("the agent to notice the cut", T, || {
-        device.log_text().contains("server link failed") || device.log_text().contains("push stream lost")
-    });
+    wait_until("the agent to notice the cut", T, || phase() != "stream");
     proxy.restore();
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "succeeded", "{row}");
@@ -294,7 +338,7 @@ fn a_second_agent_on_the_same_state_is_refused_and_bad_config_is_named() {
     let bad = root.path().join("bad.toml");
     std::fs::write(&bad, "[connect]\nheartbeat = \"soon\"\n").expect("write");
     let out = Command::new(agent_bin()).args(["run", "--config", bad.to_str().expect("utf8")]).output().expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a configuration error is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -318,7 +362,15 @@ fn the_reset_token_waits_for_the_user_who_is_notified_until_it_is_active() {
     device.start();
     device.wait_checked_in(T);
 
-    let (early, _) = server.action("reset-passcode", &device.id, &["--scope", "work-profile"]);
+    // The server knows the token is pending: it says so instead of showing a passcode.
+    let early = server.admin(&["action", "reset-passcode", "--device", &device.id, "--scope", "work-profile"]);
+    assert!(!early.status.success());
+    let said = String::from_utf8_lossy(&early.stderr);
+    assert!(said.contains("RESET_TOKEN_NOT_ACTIVE"), "{said}");
+    assert!(!String::from_utf8_lossy(&early.stdout).contains("temporary passcode"));
+    let forced = server.action_json("reset-passcode", &device.id, &["--scope", "work-profile", "--force"]);
+    assert!(forced["temporary_passcode"].is_null(), "a passcode was shown for a reset predicted to fail");
+    let early = forced["command_id"].as_str().expect("id").to_owned();
     assert_eq!(server.wait_result(&early, T)["error_code"], "RESET_TOKEN_NOT_ACTIVE");
 
     assert_eq!(device.user(&["confirm-credential"], ""), 0);
@@ -335,9 +387,10 @@ fn an_expired_command_is_rejected_not_applied() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
     let mut device = Device::enroll(root.path(), "late", &server, DeviceSpec::new("aosp-user"));
-    // Queued while the device is off, expiring at once: by the time it arrives it is stale.
-    let (id, _) = server.action("lock", &device.id, &["--ttl", "1ms"]);
-    device.start();
+    // The server still thinks it is fresh; the device's clock says it expired an hour ago
+    // (a test-build clock shift stands in for a device that was offline past the TTL).
+    let (id, _) = server.action("lock", &device.id, &["--ttl", "1h"]);
+    device.start_with_env(&[("LATCHKEY_TEST_CLOCK_OFFSET_MS", "7200000")]);
     let row = server.wait_result(&id, T);
     assert_eq!(row["state"], "rejected");
     assert_eq!(row["error_code"], "EXPIRED");
@@ -358,7 +411,7 @@ fn junk_on_the_server_port_harms_nobody() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
     }
-    let device = started(root.path(), &server, "after-junk", DeviceSpec::new("android-do"));
+    let device = started(root.path(), &server, "after-junk", DeviceSpec::new("aosp-user"));
     let (id, _) = server.action("lock", &device.id, &[]);
     assert_eq!(server.wait_result(&id, T)["state"], "succeeded");
 }
@@ -370,15 +423,35 @@ fn the_device_certificate_is_renewed_before_it_expires() {
     // Device certificates live 30 days; asking for 60 days of headroom forces a renewal.
     let spec = DeviceSpec { extra: "[identity]\nrenew_before = \"60d\"\n", ..DeviceSpec::new("aosp-user") };
     let mut device = Device::enroll(root.path(), "renew", &server, spec);
-    let identity = device.dir.join("state/identity");
-    let read = |name: &str| std::fs::read_to_string(identity.join(name)).expect("identity file");
-    let (old_cert, old_key) = (read("device.pem"), read("device.key"));
+    let identity = device.dir.join("state/identity.json");
+    let read = || {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&identity).expect("identity")).expect("json");
+        (
+            v["certificate_pem"].as_str().expect("cert").to_owned(),
+            v["private_key_pem"].as_str().expect("key").to_owned(),
+        )
+    };
+    let (old_cert, old_key) = read();
     device.start();
-    wait_until("the renewal", T, || device.log_text().contains("device certificate renewed"));
-    let (new_cert, new_key) = (read("device.pem"), read("device.key"));
-    assert_ne!(old_cert, new_cert);
+    wait_until("the renewal", T, || read().0 != old_cert);
+    let (_, new_key) = read();
     assert_ne!(old_key, new_key, "renewal must use a fresh key made on the device");
-    assert!(server.log_text().contains("identity renewed"));
+    wait_until("the server to log the renewal", T, || server.log_text().contains("identity renewed"));
+    // The agent reconnects with the new certificate; from then on the old one is refused.
+    wait_until("the renewed certificate to be used", T, || server.log_text().contains("renewed certificate in use"));
+    let ca = std::fs::read_to_string(server.ca()).expect("ca");
+    let refused = tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let tls =
+            latchkey::transport::tls::client_config(&ca, Some((&old_cert, &old_key))).map_err(anyhow::Error::msg)?;
+        let channel = latchkey::transport::channel(&server.url(), tls, Duration::from_secs(10))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let mut client = latchkey_proto::v1::device_service_client::DeviceServiceClient::new(channel);
+        client.poll(latchkey_proto::v1::PollRequest {}).await.map_err(anyhow::Error::from)
+    });
+    let err = refused.expect_err("the replaced certificate still works");
+    let status = err.downcast_ref::<tonic::Status>().expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
     // The renewed identity works: restart the agent (new TLS session) and run a command.
     assert!(device.terminate().success());
     device.start();
@@ -447,7 +520,8 @@ fn malformed_protobuf_gets_a_specific_error_and_the_server_carries_on() {
     for body in [vec![0x08, 0xff], vec![0x0f, 0x01], vec![0x12, 0x7f, 0x41]] {
         let status = runtime.block_on(async {
             let tls = latchkey::transport::tls::client_config(&ca, None).expect("tls");
-            let channel = latchkey::transport::channel(&server.url(), tls).await.expect("connect");
+            let channel =
+                latchkey::transport::channel(&server.url(), tls, Duration::from_secs(10)).await.expect("connect");
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.expect("ready");
             let codec = tonic_prost::ProstCodec::<RawBody, latchkey_proto::v1::EnrollResponse>::default();

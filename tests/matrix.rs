@@ -1,224 +1,83 @@
-//! Every row of SPEC §3 through the real server and real agent processes: one simulated device
-//! per row, one admin action, the expected state and error code, and — for successes — the
-//! effect visible on the device exactly once.
+//! Every row of the platform matrix through the real server and real agent processes: one
+//! simulated device per row, its admin requests in order, the expected state and error code,
+//! and — for successes — the effect visible on the device exactly once.
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::{wait_until, Device, DeviceSpec, Server};
+use common::{Device, DeviceSpec, Server};
+use latchkey_platform::matrix;
+use latchkey_platform::sim::SimState;
+use latchkey_platform::Status;
+use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-/// (row, profile, sim init flags, user confirms credential first, action, action flags, state, code)
-type Row = (
-    &'static str,
-    &'static str,
-    &'static [&'static str],
-    bool,
-    &'static str,
-    &'static [&'static str],
-    &'static str,
-    &'static str,
-);
-
-const ROWS: &[Row] = &[
-    ("Android 6.x device admin", "android6-da", &[], false, "reset-passcode", &[], "succeeded", ""),
-    ("Android 7+ device admin", "android7-da", &[], false, "reset-passcode", &[], "not_supported", "API_LEVEL"),
-    ("Android Enterprise device owner", "android-do", &[], false, "reset-passcode", &[], "succeeded", ""),
-    (
-        "work profile, device-level",
-        "android-wp-byod",
-        &[],
-        false,
-        "reset-passcode",
-        &[],
-        "not_supported",
-        "MANAGEMENT_MODE",
-    ),
-    (
-        "corporate work profile, device-level",
-        "android-wp-cope",
-        &[],
-        false,
-        "reset-passcode",
-        &[],
-        "not_supported",
-        "MANAGEMENT_MODE",
-    ),
-    (
-        "work profile 8.0+, token pending",
-        "android-wp-byod",
-        &[],
-        false,
-        "reset-passcode",
-        &["--scope", "work-profile"],
-        "failed",
-        "RESET_TOKEN_NOT_ACTIVE",
-    ),
-    (
-        "work profile 8.0+ (personal)",
-        "android-wp-byod",
-        &[],
-        true,
-        "reset-passcode",
-        &["--scope", "work-profile"],
-        "succeeded",
-        "",
-    ),
-    (
-        "work profile (corporate)",
-        "android-wp-cope",
-        &[],
-        true,
-        "reset-passcode",
-        &["--scope", "work-profile"],
-        "succeeded",
-        "",
-    ),
-    (
-        "work profile on 7.x",
-        "android7-wp",
-        &[],
-        true,
-        "reset-passcode",
-        &["--scope", "work-profile"],
-        "not_supported",
-        "API_LEVEL",
-    ),
-    (
-        "Android 7.x, work-profile scope",
-        "android7-da",
-        &[],
-        false,
-        "reset-passcode",
-        &["--scope", "work-profile"],
-        "not_supported",
-        "API_LEVEL",
-    ),
-    (
-        "no work-profile passcode policy",
-        "android-wp-byod",
-        &["--no-passcode-policy"],
-        true,
-        "reset-passcode",
-        &["--scope", "work-profile"],
-        "failed",
-        "NO_PASSCODE_POLICY",
-    ),
-    ("AOSP user-associated", "aosp-user", &[], false, "reset-passcode", &[], "succeeded", ""),
-    ("AOSP userless", "aosp-userless", &[], false, "reset-passcode", &[], "succeeded", ""),
-    ("AOSP lock with policy", "aosp-user", &[], false, "lock", &[], "succeeded", ""),
-    ("AOSP lock without policy", "aosp-userless", &[], false, "lock", &[], "failed", "NO_PASSCODE_POLICY"),
-    ("iOS reset", "ios", &[], false, "reset-passcode", &[], "not_supported", "PLATFORM_UNSUPPORTED"),
-    ("iOS removal", "ios", &[], false, "remove-passcode", &[], "succeeded", ""),
-    (
-        "iOS User Enrollment reset",
-        "ios-user-enrollment",
-        &[],
-        false,
-        "reset-passcode",
-        &[],
-        "not_supported",
-        "USER_ENROLLMENT",
-    ),
-    (
-        "iOS User Enrollment removal",
-        "ios-user-enrollment",
-        &[],
-        false,
-        "remove-passcode",
-        &[],
-        "not_supported",
-        "USER_ENROLLMENT",
-    ),
-    ("macOS reset", "macos", &[], false, "reset-passcode", &[], "not_supported", "PLATFORM_UNSUPPORTED"),
-    ("Windows desktop reset", "windows", &[], false, "reset-passcode", &[], "not_supported", "PLATFORM_UNSUPPORTED"),
-    ("Windows desktop PIN reset", "windows", &[], false, "reset-pin", &[], "not_supported", "PLATFORM_UNSUPPORTED"),
-    ("Windows 10 Mobile PIN recovery", "windows10-mobile", &[], false, "reset-pin", &[], "succeeded", ""),
-    (
-        "Windows 10 Mobile, recovery off",
-        "windows10-mobile",
-        &["--pin-recovery-disabled"],
-        false,
-        "reset-pin",
-        &[],
-        "failed",
-        "PIN_RECOVERY_DISABLED",
-    ),
-    (
-        "Android remove passcode",
-        "android-do",
-        &[],
-        false,
-        "remove-passcode",
-        &[],
-        "not_supported",
-        "PLATFORM_UNSUPPORTED",
-    ),
-];
-
+/// Runs `latchkey demo --json` (real server and agent processes, one simulated device per
+/// matrix row) and checks every outcome against [`matrix::DEVICES`] here, independently of the
+/// demo's own verdict: the state and error code the server recorded, the outputs, and the
+/// effects on the device's persisted simulator state.
 #[test]
 fn every_row_of_the_platform_matrix_end_to_end() {
     let root = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(root.path());
-    let mut devices = Vec::new();
-    for (i, (_, profile, sim_args, _, _, _, _, _)) in ROWS.iter().enumerate() {
-        let mut d = Device::enroll(
-            root.path(),
-            &format!("row{i:02}"),
-            &server,
-            DeviceSpec { sim_args, ..DeviceSpec::new(profile) },
-        );
-        d.start();
-        devices.push(d);
-    }
-    for d in &devices {
-        d.wait_checked_in(T);
-    }
-    let escrowed =
-        |id: &str| server.devices().iter().any(|j| j["device_id"] == id && j["unlock_token_escrowed"] == true);
-    let mut issued = Vec::new();
-    for (row, device) in ROWS.iter().zip(&devices) {
-        let (_, profile, _, confirm, action, flags, _, _) = row;
-        if *confirm {
-            assert_eq!(device.user(&["confirm-credential"], ""), 0);
-        }
-        if *action == "remove-passcode" && *profile == "ios" {
-            wait_until("the unlock token escrow", T, || escrowed(&device.id));
-        }
-        issued.push(server.action(action, &device.id, flags));
-    }
+    let kept = root.path().join("demo");
+    let out = std::process::Command::new(common::agent_bin())
+        .args(["demo", "--json", "--keep"])
+        .arg(&kept)
+        .env("LATCHKEY_SERVER_BIN", common::server_bin())
+        .output()
+        .expect("demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let expected: Vec<_> = matrix::steps().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one line per matrix step; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut failures = Vec::new();
-    for ((row, device), (command_id, passcode)) in ROWS.iter().zip(&devices).zip(&issued) {
-        let (name, _, _, _, action, flags, state, code) = row;
-        let result = server.wait_result(command_id, T);
-        let mut ok = result["state"] == *state && result["error_code"] == *code;
-        let effects = device.effects_for(command_id);
-        if *state == "succeeded" {
-            ok &= effects == 1;
-            if let Some(p) = passcode {
-                let scope: &[&str] = if flags.contains(&"work-profile") {
-                    &["check-passcode", "--work-profile"]
-                } else {
-                    &["check-passcode"]
-                };
-                ok &= device.user(scope, p) == 0;
-            }
-            if *action == "reset-pin" {
-                let listed = server.admin_ok(&["passcodes", "--device", &device.id, "--json"]);
-                ok &= listed.contains("device-generated");
-            }
-        } else {
-            ok &= effects == 0;
+    for (line, (device, step)) in lines.iter().zip(&expected) {
+        let mut problems = Vec::new();
+        if line["device"] != device.label || line["profile"] != device.profile {
+            problems.push(format!("line is for {} / {}", line["device"], line["profile"]));
         }
-        if !ok {
-            failures.push(format!(
-                "{name}: got {} / {} (effects {effects}): {}",
-                result["state"], result["error_code"], result["message"]
+        let code = step.code.map(|c| c.as_str()).unwrap_or_default();
+        if line["state"] != step.status.as_str() || line["error_code"] != code {
+            problems.push(format!(
+                "expected {} {code}, got {} {}",
+                step.status.as_str(),
+                line["state"],
+                line["error_code"]
             ));
         }
+        let sim = SimState::load(Path::new(line["sim_state"].as_str().unwrap_or_default())).expect("sim state");
+        let command_id = line["command_id"].as_str().unwrap_or_default();
+        let kinds: Vec<&str> =
+            sim.effects.iter().filter(|e| e.command_id == command_id).map(|e| e.kind.as_str()).collect();
+        let mut distinct = kinds.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if step.status == Status::Succeeded {
+            if kinds.is_empty() || distinct.len() != kinds.len() {
+                problems.push(format!("effects on the device: {kinds:?} (want each once)"));
+            }
+        } else if !kinds.is_empty() {
+            problems.push(format!("a refused action left effects: {kinds:?}"));
+        }
+        if line["ok"] != true {
+            problems.push(format!("the demo saw: {}", line["problems"]));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{} step {}: {}", device.label, line["step"], problems.join("; ")));
+        }
     }
-    assert!(failures.is_empty(), "rows not as SPEC §3 expects:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "rows not as the matrix expects:\n{}", failures.join("\n"));
+    assert!(out.status.success(), "the demo exited {:?}", out.status);
 }
 
 #[test]

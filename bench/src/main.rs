@@ -7,13 +7,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use latchkey::config::Config;
+use latchkey_platform::request::Request;
 use latchkey_platform::sim::profile::{self, InitOptions};
-use latchkey_server::admin::{self, ActionSpec, Waker};
+use latchkey_server::admin::{self, ActionOptions, Admin, Waker};
 use latchkey_server::serve::{self, ServeConfig};
 
 #[derive(Parser)]
@@ -97,14 +98,12 @@ async fn main() -> Result<()> {
     let data = root.path().join("server");
     let shutdown = CancellationToken::new();
     let server_stop = shutdown.child_token();
-    let config = ServeConfig {
-        data: data.clone(),
-        listen: "127.0.0.1:0".parse()?,
-        heartbeat: Duration::from_secs(2),
-        server_names: vec![],
-    };
+    let config =
+        ServeConfig { heartbeat: Duration::from_secs(2), ..ServeConfig::new(data.clone(), "127.0.0.1:0".parse()?) };
     let server = serve::start(config.clone(), server_stop.clone()).await?;
-    let (db, addr) = (server.db.clone(), server.addr);
+    let (store, addr) = (server.store.clone(), server.addr);
+    let admin =
+        Admin { store: store.clone(), vault: server.vault.clone(), waker: Waker::InProcess(server.hub.clone()) };
     let ca = data.join("ca.pem");
     let rss_server_only = rss_kb();
 
@@ -115,41 +114,47 @@ async fn main() -> Result<()> {
             let dir = root.path().join(format!("{group}-{i:04}"));
             std::fs::create_dir_all(&dir)?;
             let config = agent_config(&dir, &addr.to_string(), &ca, mode, cli.poll_interval)?;
-            let token = admin::create_token(&db, Duration::from_secs(600))?;
+            let token = admin.create_token(Duration::from_secs(600)).await?;
             let started = Instant::now();
-            let id = latchkey::enroll::enroll(&config, &token).await.context("enroll")?;
+            let id = latchkey::enroll::enroll(&config, &token).await.map_err(|e| anyhow::anyhow!("enroll: {e}"))?;
             enroll_ms.push(started.elapsed().as_secs_f64() * 1000.0);
             devices.push((group, id, config));
         }
     }
     let mut agents = Vec::new();
     for (_, _, config) in &devices {
-        agents.push(tokio::spawn(latchkey::agent::run(config.clone(), Default::default(), shutdown.child_token())));
+        let (config, stop) = (config.clone(), shutdown.child_token());
+        agents.push(tokio::spawn(async move {
+            latchkey::agent::run(config, Default::default(), stop).await.map_err(|e| e.to_string())
+        }));
     }
-    let all_checked_in = |since: i64| {
-        db.devices()
-            .map(|rows| rows.iter().filter(|r| r.last_checkin > since).count() >= devices.len())
-            .unwrap_or(false)
-    };
     let t0 = latchkey::now_ms();
-    wait_for("every agent to check in", Duration::from_secs(120), || all_checked_in(t0)).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = store.devices().await?;
+        if rows.iter().filter(|r| r.last_checkin > t0).count() >= devices.len() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for every agent to check in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let rss_with_agents = rss_kb();
 
-    let waker = Waker::InProcess(server.hub.clone());
     let mut latency: std::collections::HashMap<&str, Vec<f64>> = Default::default();
     for _ in 0..cli.rounds {
         let mut pending = Vec::new();
         for (group, id, _) in &devices {
-            let spec = ActionSpec::Lock { message: String::new(), phone: String::new() };
-            let queued = admin::queue_action(&db, &waker, id, &spec, admin::DEFAULT_COMMAND_TTL)?;
+            let spec = Request::Lock { message: String::new(), phone: String::new() };
+            let options = ActionOptions { ttl: admin::DEFAULT_COMMAND_TTL, force: true };
+            let queued = admin.queue_action(id, &spec, options).await?;
             pending.push((*group, queued.command_id, Instant::now()));
         }
         let deadline = Instant::now() + Duration::from_secs(120);
         while !pending.is_empty() {
             anyhow::ensure!(Instant::now() < deadline, "results did not arrive");
-            let rows = db.actions(None)?;
+            let rows = store.actions(Default::default(), latchkey::now_ms()).await?;
             pending.retain(|(group, id, issued)| {
-                let done = rows.iter().any(|r| &r.command_id == id && !matches!(r.state.as_str(), "pending" | "sent"));
+                let done = rows.iter().any(|r| &r.command_id == id && r.state.is_final());
                 if done {
                     latency.entry(group).or_default().push(issued.elapsed().as_secs_f64() * 1000.0);
                 }
@@ -172,10 +177,11 @@ async fn main() -> Result<()> {
         .await?;
     let all_back_ms = back.elapsed().as_secs_f64() * 1000.0;
     let mut checkins: Vec<i64> = restarted
-        .db
-        .devices()?
+        .store
+        .devices()
+        .await?
         .iter()
-        .filter(|r| push_ids.contains(&r.device.device_id) && r.last_checkin > t_restart)
+        .filter(|r| push_ids.contains(&r.device_id) && r.last_checkin > t_restart)
         .map(|r| r.last_checkin - t_restart)
         .collect();
     checkins.sort_unstable();

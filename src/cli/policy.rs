@@ -1,10 +1,10 @@
 //! `latchkey policy check`: one candidate passcode from stdin (trailing newline stripped)
 //! against a policy from flags or a platform policy document. Exit 0 compliant, 1 not
 //! compliant, 2 usage error.
-use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use latchkey_common::exit::Code;
 use latchkey_platform::policy::android::{AndroidPolicy, Complexity, Quality};
 use latchkey_platform::policy::windows::CharRule;
 use latchkey_platform::policy::{profile, ApplePolicy, PasscodePolicy, WindowsPolicy};
@@ -131,6 +131,15 @@ fn flags_for(args: &CheckArgs) -> Vec<(&'static str, bool, Dialect)> {
 
 /// Builds the policy the flags describe.
 pub fn policy_from_args(args: &CheckArgs) -> Result<PasscodePolicy, Usage> {
+    let policy = described_policy(args)?;
+    // A policy no passcode could satisfy is the caller's mistake, not the passcode's.
+    if let PasscodePolicy::Windows(windows) = &policy {
+        windows.validate().map_err(Usage)?;
+    }
+    Ok(policy)
+}
+
+fn described_policy(args: &CheckArgs) -> Result<PasscodePolicy, Usage> {
     for (flag, set, dialect) in flags_for(args) {
         if set && dialect != args.dialect {
             return Err(Usage(format!("{flag} does not apply to --dialect {:?}", args.dialect).to_lowercase()));
@@ -178,48 +187,35 @@ pub fn policy_from_args(args: &CheckArgs) -> Result<PasscodePolicy, Usage> {
                 ..ApplePolicy::default()
             })
         }
-        Dialect::Windows => {
-            let d = WindowsPolicy::default();
-            let policy = WindowsPolicy {
-                min_length: args.min_length.unwrap_or(d.min_length),
-                max_length: args.max_length.unwrap_or(d.max_length),
-                uppercase: args.uppercase.unwrap_or(d.uppercase),
-                lowercase: args.lowercase.unwrap_or(d.lowercase),
-                digits: args.digits.unwrap_or(d.digits),
-                special: args.special.unwrap_or(d.special),
-            };
-            policy.validate().map_err(Usage)?;
-            PasscodePolicy::Windows(policy)
-        }
+        // What is not given is "not configured": Windows' own defaults and fall-backs apply,
+        // and lengths out of range fall back rather than being refused (PassportForWork CSP).
+        Dialect::Windows => PasscodePolicy::Windows(WindowsPolicy {
+            min_length: args.min_length,
+            max_length: args.max_length,
+            uppercase: args.uppercase,
+            lowercase: args.lowercase,
+            digits: args.digits,
+            special: args.special,
+        }),
     })
 }
 
-/// Strips one trailing newline (LF or CRLF).
-pub fn strip_newline(mut text: String) -> String {
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    text
-}
-
-/// Runs the command; returns the exit code.
-pub fn run(args: &CheckArgs) -> i32 {
+/// Runs the command; returns the exit code: 0 compliant, 1 not compliant, 2 usage error.
+pub fn run(args: &CheckArgs) -> Code {
     let policy = match policy_from_args(args) {
         Ok(p) => p,
         Err(Usage(message)) => {
             eprintln!("error: {message}");
-            return 2;
+            return Code::Usage;
         }
     };
-    let mut raw = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut raw) {
-        eprintln!("error: reading the passcode from stdin: {e}");
-        return 2;
-    }
-    let candidate = Secret::new(strip_newline(raw));
+    let candidate = match latchkey_common::secret_input::read_stdin_line() {
+        Ok(raw) => Secret::new(raw.as_str().to_owned()),
+        Err(e) => {
+            eprintln!("error: reading the passcode from stdin: {e}");
+            return Code::Usage;
+        }
+    };
     let verdict = policy.check(candidate.expose());
     if args.json {
         let value = serde_json::json!({
@@ -227,10 +223,14 @@ pub fn run(args: &CheckArgs) -> i32 {
             "compliant": verdict.compliant,
             "violations": verdict.violations,
             "metrics": verdict.metrics,
+            "notes": verdict.notes,
         });
         println!("{value}");
     } else if verdict.compliant {
         println!("compliant");
+        for note in &verdict.notes {
+            println!("  note: {note}");
+        }
     } else {
         println!("not compliant");
         for v in &verdict.violations {
@@ -238,8 +238,8 @@ pub fn run(args: &CheckArgs) -> i32 {
         }
     }
     if verdict.compliant {
-        0
+        Code::Ok
     } else {
-        1
+        Code::Failure
     }
 }

@@ -1,11 +1,11 @@
 //! `latchkey sim …`: create a simulated device, act as the person holding it, show its state,
 //! or serve it over the platform bridge.
-use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
+use latchkey_common::exit::Code;
 use latchkey_platform::sim::profile::{self, InitOptions};
 use latchkey_platform::sim::{SimPort, SimState};
 use latchkey_platform::{Scope, Secret};
@@ -30,6 +30,12 @@ pub enum SimCommand {
         /// Windows: the tenant's EnablePinRecovery policy is off.
         #[arg(long)]
         pin_recovery_disabled: bool,
+        /// The user has set no passcode yet.
+        #[arg(long)]
+        no_passcode: bool,
+        /// Replace an existing state file (the device it describes is lost).
+        #[arg(long)]
+        force: bool,
     },
     /// Act as the person holding the device.
     User {
@@ -91,12 +97,14 @@ pub enum UserAction {
         #[arg(long)]
         work_profile: bool,
     },
+    /// Unlock the device with the passcode on stdin (a locked Mac: its six-digit Find My PIN);
+    /// exit 1 when it does not unlock.
+    Unlock,
 }
 
 fn read_stdin_secret() -> Result<Secret> {
-    let mut raw = String::new();
-    std::io::stdin().read_to_string(&mut raw).context("reading the passcode from stdin")?;
-    Ok(Secret::new(crate::policy_cmd::strip_newline(raw)))
+    let raw = latchkey_common::secret_input::read_stdin_line().context("reading the passcode from stdin")?;
+    Ok(Secret::new(raw.as_str().to_owned()))
 }
 
 fn read_policy(path: &std::path::Path) -> Result<latchkey_platform::policy::PasscodePolicy> {
@@ -109,9 +117,23 @@ fn load(path: &std::path::Path) -> Result<SimState> {
 }
 
 /// Runs a sim subcommand; returns the exit code.
-pub fn run(command: SimCommand) -> Result<i32> {
+pub fn run(command: SimCommand) -> Result<Code> {
     match command {
-        SimCommand::Init { state, profile: name, passcode_policy, no_passcode_policy, pin_recovery_disabled } => {
+        SimCommand::Init {
+            state,
+            profile: name,
+            passcode_policy,
+            no_passcode_policy,
+            pin_recovery_disabled,
+            no_passcode,
+            force,
+        } => {
+            if state.exists() && !force {
+                anyhow::bail!(
+                    "{} already holds a simulated device; pass --force to replace it (the device it describes is lost)",
+                    state.display()
+                );
+            }
             let device_policy = match passcode_policy {
                 Some(path) => {
                     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -122,14 +144,14 @@ pub fn run(command: SimCommand) -> Result<i32> {
                 }
                 None => None,
             };
-            let options = InitOptions { device_policy, no_passcode_policy, pin_recovery_disabled };
+            let options = InitOptions { device_policy, no_passcode_policy, pin_recovery_disabled, no_passcode };
             let sim = profile::build(&name, &options)?;
             if let Some(parent) = state.parent() {
                 std::fs::create_dir_all(parent).ok();
             }
             sim.save(&state).map_err(anyhow::Error::msg)?;
             println!("simulated {name} device created at {}", state.display());
-            Ok(0)
+            Ok(Code::Ok)
         }
         SimCommand::User { state, action } => {
             let mut sim = load(&state)?;
@@ -137,19 +159,28 @@ pub fn run(command: SimCommand) -> Result<i32> {
                 UserAction::ConfirmCredential => {
                     sim.user_confirm_credential();
                     println!("credential confirmed");
-                    0
+                    Code::Ok
                 }
                 UserAction::SetPasscode { work_profile } => {
                     let scope = if work_profile { Scope::WorkProfile } else { Scope::Device };
                     sim.user_set_passcode(scope, &read_stdin_secret()?)?;
                     println!("passcode set");
-                    0
+                    Code::Ok
                 }
                 UserAction::CheckPasscode { work_profile } => {
                     let scope = if work_profile { Scope::WorkProfile } else { Scope::Device };
                     let ok = sim.passcode_is(scope, &read_stdin_secret()?);
                     println!("{}", if ok { "passcode matches" } else { "passcode does not match" });
-                    return Ok(if ok { 0 } else { 1 });
+                    return Ok(if ok { Code::Ok } else { Code::Failure });
+                }
+                UserAction::Unlock => {
+                    if sim.user_unlock(&read_stdin_secret()?) {
+                        println!("unlocked");
+                        Code::Ok
+                    } else {
+                        println!("still locked: wrong passcode or PIN");
+                        Code::Failure
+                    }
                 }
             };
             sim.save(&state).map_err(anyhow::Error::msg)?;
@@ -163,11 +194,14 @@ pub fn run(command: SimCommand) -> Result<i32> {
                 "passcode_present": sim.device_passcode.is_some(),
                 "work_profile_passcode_present": sim.work_profile_passcode.is_some(),
                 "device_policy": sim.device_policy,
+                "enforced_device_policy": sim.enforced_device_policy(),
                 "work_profile_policy": sim.work_profile_policy,
                 "reset_token": sim.reset_token_state(),
                 "unlock_token_present": sim.unlock_token.is_some(),
                 "locked": sim.locked,
                 "lock_message": sim.lock_message,
+                "lock_phone_number": sim.lock_phone_number,
+                "lock_pin_set": sim.lock_pin.is_some(),
                 "new_passcode_prompt": sim.new_passcode_prompt,
                 "notifications": sim.notifications,
                 "effects": sim.effects,
@@ -177,8 +211,11 @@ pub fn run(command: SimCommand) -> Result<i32> {
             } else {
                 println!("profile:        {}", sim.profile);
                 println!(
-                    "platform:       {:?} {} (API {}) {:?}",
-                    sim.facts.platform, sim.facts.os_version, sim.facts.api_level, sim.facts.mode
+                    "platform:       {} {} (API {}) {}",
+                    sim.facts.platform.as_str(),
+                    sim.facts.os_version,
+                    sim.facts.api_level,
+                    sim.facts.mode.as_str()
                 );
                 println!("passcode:       {}", if sim.device_passcode.is_some() { "set" } else { "none" });
                 println!("reset token:    {}", sim.reset_token_state().as_str());
@@ -188,7 +225,7 @@ pub fn run(command: SimCommand) -> Result<i32> {
                     println!("effect:         {} {} at {}", e.command_id, e.kind, e.at_unix_ms);
                 }
             }
-            Ok(0)
+            Ok(Code::Ok)
         }
         SimCommand::SetPolicy { state, passcode_policy, none: _, work_profile } => {
             let mut sim = load(&state)?;
@@ -200,13 +237,13 @@ pub fn run(command: SimCommand) -> Result<i32> {
             }
             sim.save(&state).map_err(anyhow::Error::msg)?;
             println!("policy updated");
-            Ok(0)
+            Ok(Code::Ok)
         }
         SimCommand::Bridge { state, socket } => {
             let port = SimPort::open(&state)?;
             eprintln!("serving the simulated device on {}", socket.display());
-            crate::bridge::serve(&socket, Box::new(port), &|| false)?;
-            Ok(0)
+            latchkey::bridge::serve(&socket, Box::new(port), &|| false)?;
+            Ok(Code::Ok)
         }
     }
 }

@@ -1,10 +1,16 @@
-//! The command journal (SQLite, WAL, synchronous=FULL) under `state.dir/journal.db`.
+//! The command journal (SQLite, WAL, `synchronous = FULL`) under `state.dir/journal.db`.
 //!
-//! A command moves `received → applying → done`; a done command's result is kept until the
-//! server acks it. The command is written before anything is decided, `applying` is written
-//! right before the first side effect, and the result is written before it is reported — so a
-//! crash at any point loses no result and never applies a command twice. The passcode or token
-//! a command carries is dropped from the journal as soon as the command is done.
+//! A command moves `received → applying → done` ([`state`]); a done command's result is kept
+//! until the server acks it. The command is written before anything is decided, `applying` right
+//! before the first side effect, and the result before it is reported — so a crash at any point
+//! loses no result and never applies a command twice. The passcode or token a command carries is
+//! dropped from the journal as soon as the command is done.
+//!
+//! The journal carries the id of the enrollment it belongs to. An enrolled agent that finds no
+//! journal (deleted, or an empty file) knows it was lost: it starts a new one in recovery, and
+//! until the commands issued before the loss are settled each is checked against the device
+//! (was its effect applied?) before anything is done — never applied twice. Finished,
+//! acknowledged rows are pruned after [`RETENTION_MS`], longer than any command may live.
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -13,65 +19,58 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use latchkey_proto::v1;
 
-/// Where a command is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Journaled, not acted on.
-    Received,
-    /// A side effect may have started.
-    Applying,
-    /// Result recorded.
-    Done,
+pub mod state;
+
+pub use state::{Event, State};
+
+/// How long finished, acknowledged commands are kept: longer than the longest command TTL (30
+/// days), so any command the server could still deliver is recognised.
+pub const RETENTION_MS: i64 = 31 * 24 * 3600 * 1000;
+
+/// Journal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The file is not a journal (or is damaged).
+    #[error("{0} is not a readable journal ({1}); it was left untouched — move it aside to start a new one (commands it recorded may then be settled as interrupted)")]
+    Corrupt(String, String),
+    /// The journal belongs to another enrollment.
+    #[error("{0} belongs to another enrollment of this device; move it aside or enroll again")]
+    Foreign(String),
+    /// A transition the state table does not allow.
+    #[error("{0}")]
+    Transition(String),
+    /// Creating the file failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
 }
 
-/// What happens to a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// About to cause a side effect.
-    Apply,
-    /// A result was produced (including a refusal decided before any effect).
-    Finish,
-}
-
-/// The transition table. Anything not listed is a bug, reported rather than acted on.
-pub fn next(state: State, event: Event) -> Result<State, String> {
-    match (state, event) {
-        (State::Received, Event::Apply) => Ok(State::Applying),
-        (State::Received | State::Applying, Event::Finish) => Ok(State::Done),
-        (s, e) => Err(format!("journal: {e:?} is not allowed in state {s:?}")),
-    }
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Received => "received",
-            Self::Applying => "applying",
-            Self::Done => "done",
-        }
-    }
-
-    fn parse(text: &str) -> rusqlite::Result<Self> {
-        Ok(match text {
-            "received" => Self::Received,
-            "applying" => Self::Applying,
-            "done" => Self::Done,
-            other => return Err(rusqlite::Error::InvalidColumnType(0, other.to_owned(), rusqlite::types::Type::Text)),
-        })
-    }
-}
+type R<T> = Result<T, JournalError>;
 
 /// What the journal knew about a command when it arrived.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Receipt {
-    /// First time seen: act on it.
+    /// First time seen (or seen with a `not_now` result): act on it.
     New,
     /// Seen before: do not act again.
     Known(State),
 }
 
+/// How the journal was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// It was there.
+    Existing,
+    /// A new one (at enrollment).
+    Created,
+    /// It should have been there and was not: a new one, in recovery since this time (Unix ms).
+    Recovered(i64),
+}
+
 /// Journal counts for `latchkey status`.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Commands received or applying.
     pub pending: u64,
@@ -84,36 +83,90 @@ pub struct Counts {
 /// The journal.
 pub struct Journal {
     conn: Mutex<Connection>,
+    lost_at: Option<i64>,
 }
 
-type R<T> = Result<T, rusqlite::Error>;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS commands (
+  command_id TEXT PRIMARY KEY, state TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB,
+  result BLOB, result_status INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0,
+  received_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS commands_unreported ON commands(updated_at) WHERE state = 'done' AND acked = 0;
+CREATE INDEX IF NOT EXISTS commands_open ON commands(state) WHERE state != 'done';
+CREATE INDEX IF NOT EXISTS commands_prunable ON commands(updated_at) WHERE acked = 1;
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+const KV_JOURNAL_ID: &str = "journal_id";
+const KV_LOST_AT: &str = "lost_at";
 
 /// Checkpoints and truncates the WAL so older page images (which held the secret) leave the
-/// file. Commands are rare, so the extra fsync is cheap.
+/// file.
 fn scrub_wal(c: &Connection) -> R<()> {
-    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(JournalError::from)
+}
+
+fn kv_get(c: &Connection, key: &str) -> R<Option<String>> {
+    Ok(c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+}
+
+fn kv_set(c: &Connection, key: &str, value: &str) -> R<()> {
+    c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", params![key, value])?;
+    Ok(())
+}
+
+fn is_empty_or_missing(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true)
 }
 
 impl Journal {
-    /// Opens (creating) the journal.
-    pub fn open(path: &Path) -> R<Self> {
+    /// Opens the journal of the enrollment `journal_id`. `expected` says the enrollment already
+    /// has one (the daemon, after enrollment created it): a missing one is then a loss.
+    pub fn open(path: &Path, journal_id: &str, expected: bool) -> R<(Self, Opened)> {
+        let display = path.display().to_string();
+        let fresh = is_empty_or_missing(path);
+        if fresh {
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0600 from the start: SQLite gives its -wal and -shm files the database's mode.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| JournalError::Io(display.clone(), e))?;
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A file that is not SQLite fails here, before anything writes to it.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| JournalError::Corrupt(display.clone(), e.to_string()))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         // Zero freed content so a dropped passcode does not linger in free pages.
         conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS commands (
-               command_id TEXT PRIMARY KEY, state TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB,
-               result BLOB, acked INTEGER NOT NULL DEFAULT 0, received_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-        )?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        Ok(Self { conn: Mutex::new(conn) })
+        conn.execute_batch(SCHEMA).map_err(|e| JournalError::Corrupt(display.clone(), e.to_string()))?;
+        let now = latchkey_common::time::now_ms();
+        let opened = match kv_get(&conn, KV_JOURNAL_ID)? {
+            Some(id) if id == journal_id => Opened::Existing,
+            Some(_) => return Err(JournalError::Foreign(display)),
+            None if fresh && expected => {
+                kv_set(&conn, KV_JOURNAL_ID, journal_id)?;
+                kv_set(&conn, KV_LOST_AT, &now.to_string())?;
+                Opened::Recovered(now)
+            }
+            None => {
+                kv_set(&conn, KV_JOURNAL_ID, journal_id)?;
+                Opened::Created
+            }
+        };
+        let lost_at = kv_get(&conn, KV_LOST_AT)?.and_then(|v| v.parse().ok());
+        Ok((Self { conn: Mutex::new(conn), lost_at }, opened))
+    }
+
+    /// When the journal was found lost, if it was: commands issued before then are checked
+    /// against the device before anything is done.
+    pub fn lost_at(&self) -> Option<i64> {
+        self.lost_at
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> R<T>) -> R<T> {
@@ -125,10 +178,28 @@ impl Journal {
     pub fn receive(&self, command: &v1::Command, kind: &str, now: i64) -> R<Receipt> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let existing: Option<String> =
-                tx.query_row("SELECT state FROM commands WHERE command_id = ?1", params![command.command_id], |r| r.get(0)).optional()?;
-            if let Some(state) = existing {
-                return Ok(Receipt::Known(State::parse(&state)?));
+            let existing: Option<(String, i32)> = tx
+                .query_row(
+                    "SELECT state, result_status FROM commands WHERE command_id = ?1",
+                    params![command.command_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((text, status)) = existing {
+                let current = State::parse(&text).ok_or_else(|| JournalError::Transition(format!("journal: unknown state {text:?}")))?;
+                let not_now = status == v1::CommandStatus::NotNow as i32;
+                match state::next(current, Event::Redeliver, not_now) {
+                    Ok(to) => {
+                        tx.execute(
+                            "UPDATE commands SET state = ?2, payload = ?3, result = NULL, result_status = 0, acked = 0,
+                               updated_at = ?4 WHERE command_id = ?1",
+                            params![command.command_id, to.as_str(), command.encode_to_vec(), now],
+                        )?;
+                        tx.commit()?;
+                        return Ok(Receipt::New);
+                    }
+                    Err(_) => return Ok(Receipt::Known(current)),
+                }
             }
             tx.execute(
                 "INSERT INTO commands (command_id, state, kind, payload, received_at, updated_at) VALUES (?1, 'received', ?2, ?3, ?4, ?4)",
@@ -142,15 +213,22 @@ impl Journal {
     fn transition(&self, command_id: &str, event: Event, result: Option<&v1::CommandResult>, now: i64) -> R<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let state: String = tx.query_row("SELECT state FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))?;
-            let to = next(State::parse(&state)?, event).map_err(rusqlite::Error::InvalidParameterName)?;
+            let text: String =
+                tx.query_row("SELECT state FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))?;
+            let current = State::parse(&text)
+                .ok_or_else(|| JournalError::Transition(format!("journal: unknown state {text:?}")))?;
+            let to = state::next(current, event, false).map_err(JournalError::Transition)?;
             match result {
                 // Done: keep the result, drop the payload and its secrets.
                 Some(r) => tx.execute(
-                    "UPDATE commands SET state = ?2, result = ?3, payload = NULL, updated_at = ?4 WHERE command_id = ?1",
-                    params![command_id, to.as_str(), r.encode_to_vec(), now],
+                    "UPDATE commands SET state = ?2, result = ?3, result_status = ?4, payload = NULL, updated_at = ?5
+                     WHERE command_id = ?1",
+                    params![command_id, to.as_str(), r.encode_to_vec(), r.status, now],
                 )?,
-                None => tx.execute("UPDATE commands SET state = ?2, updated_at = ?3 WHERE command_id = ?1", params![command_id, to.as_str(), now])?,
+                None => tx.execute(
+                    "UPDATE commands SET state = ?2, updated_at = ?3 WHERE command_id = ?1",
+                    params![command_id, to.as_str(), now],
+                )?,
             };
             tx.commit()?;
             if result.is_some() {
@@ -177,23 +255,29 @@ impl Journal {
                 .query_row("SELECT result FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))
                 .optional()?
                 .flatten();
-            let scrubbed = result.and_then(|bytes| v1::CommandResult::decode(bytes.as_slice()).ok()).map(|mut r| {
-                r.generated_pin.clear();
-                r.encode_to_vec()
-            });
+            let pin_dropped =
+                result.and_then(|bytes| v1::CommandResult::decode(bytes.as_slice()).ok()).and_then(|mut r| {
+                    (!r.generated_pin.is_empty()).then(|| {
+                        zeroize::Zeroize::zeroize(&mut r.generated_pin);
+                        r.encode_to_vec()
+                    })
+                });
             c.execute(
                 "UPDATE commands SET acked = 1, result = COALESCE(?2, result), updated_at = ?3 WHERE command_id = ?1",
-                params![command_id, scrubbed, now],
+                params![command_id, pin_dropped, now],
             )?;
-            scrub_wal(c)
+            if pin_dropped.is_some() {
+                scrub_wal(c)?;
+            }
+            Ok(())
         })
     }
 
-    /// Results the server has not acked.
+    /// Results the server has not acked, oldest first.
     pub fn unreported(&self) -> R<Vec<v1::CommandResult>> {
         self.with(|c| {
             let mut stmt =
-                c.prepare("SELECT result FROM commands WHERE state = 'done' AND acked = 0 ORDER BY updated_at")?;
+                c.prepare_cached("SELECT result FROM commands WHERE state = 'done' AND acked = 0 ORDER BY updated_at")?;
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
             let mut out = Vec::new();
             for bytes in rows {
@@ -215,8 +299,9 @@ impl Journal {
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
             let mut out = Vec::new();
             for bytes in rows {
-                if let Ok(cmd) = v1::Command::decode(bytes?.as_slice()) {
-                    out.push(cmd);
+                match v1::Command::decode(bytes?.as_slice()) {
+                    Ok(cmd) => out.push(cmd),
+                    Err(e) => tracing::error!(error = %e, "journal holds an undecodable command; skipping it"),
                 }
             }
             Ok(out)
@@ -228,31 +313,73 @@ impl Journal {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT command_id, kind FROM commands WHERE state = 'applying'")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
     /// Counts for status.
     pub fn counts(&self) -> R<Counts> {
         self.with(|c| {
-            c.query_row(
+            Ok(c.query_row(
                 "SELECT COALESCE(SUM(state != 'done'), 0), COALESCE(SUM(state = 'done' AND acked = 0), 0), COALESCE(SUM(acked = 1), 0) FROM commands",
                 [],
                 |r| Ok(Counts { pending: r.get(0)?, unreported: r.get(1)?, reported: r.get(2)? }),
-            )
+            )?)
+        })
+    }
+
+    /// Deletes acknowledged rows older than `RETENTION_MS`; returns how many.
+    pub fn prune(&self, now: i64) -> R<u64> {
+        self.with(|c| {
+            let n =
+                c.execute("DELETE FROM commands WHERE acked = 1 AND updated_at < ?1", params![now - RETENTION_MS])?;
+            Ok(n as u64)
         })
     }
 
     /// Reads a small value.
     pub fn get(&self, key: &str) -> R<Option<String>> {
-        self.with(|c| c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional())
+        self.with(|c| kv_get(c, key))
     }
 
     /// Writes a small value.
     pub fn set(&self, key: &str, value: &str) -> R<()> {
-        self.with(|c| {
-            c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ())
-        })
+        self.with(|c| kv_set(c, key, value))
+    }
+
+    /// Looks at a journal without changing it (`latchkey check`): how many results wait to be
+    /// reported, or what is wrong.
+    pub fn inspect(path: &Path, journal_id: &str) -> R<Counts> {
+        let display = path.display().to_string();
+        if is_empty_or_missing(path) {
+            return Err(JournalError::Io(display, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let id: Option<String> = conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![KV_JOURNAL_ID], |r| r.get(0))
+            .optional()
+            .map_err(|e| JournalError::Corrupt(display.clone(), e.to_string()))?;
+        if id.as_deref().is_some_and(|id| id != journal_id) {
+            return Err(JournalError::Foreign(display));
+        }
+        Ok(conn.query_row(
+            "SELECT COALESCE(SUM(state != 'done'), 0), COALESCE(SUM(state = 'done' AND acked = 0), 0), COALESCE(SUM(acked = 1), 0) FROM commands",
+            [],
+            |r| Ok(Counts { pending: r.get(0)?, unreported: r.get(1)?, reported: r.get(2)? }),
+        )?)
+    }
+
+    /// Deletes the journal files of `path` (unenrollment).
+    pub fn remove(path: &Path) -> std::io::Result<()> {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -260,40 +387,36 @@ impl Journal {
 mod tests {
     use super::*;
 
-    #[test]
-    fn transition_table() {
-        assert_eq!(next(State::Received, Event::Apply), Ok(State::Applying));
-        assert_eq!(next(State::Received, Event::Finish), Ok(State::Done));
-        assert_eq!(next(State::Applying, Event::Finish), Ok(State::Done));
-        assert!(next(State::Applying, Event::Apply).is_err());
-        assert!(next(State::Done, Event::Apply).is_err());
-        assert!(next(State::Done, Event::Finish).is_err());
+    fn reset_command(id: &str, passcode: &str) -> v1::Command {
+        v1::Command {
+            command_id: id.into(),
+            action: Some(v1::command::Action::ResetPasscode(v1::ResetPasscode {
+                new_passcode: passcode.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn result(id: &str, status: v1::CommandStatus) -> v1::CommandResult {
+        v1::CommandResult { command_id: id.into(), status: status as i32, ..Default::default() }
     }
 
     #[test]
     fn a_command_is_received_once_and_its_secret_dropped_when_done() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let j = Journal::open(&dir.path().join("j.db")).expect("open");
-        let cmd = v1::Command {
-            command_id: "c1".into(),
-            action: Some(v1::command::Action::ResetPasscode(v1::ResetPasscode {
-                new_passcode: "SECRET-9".into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
+        let (j, opened) = Journal::open(&dir.path().join("j.db"), "jid", false).expect("open");
+        assert_eq!(opened, Opened::Created);
+        let cmd = reset_command("c1", "SECRET-9");
         assert_eq!(j.receive(&cmd, "reset_passcode", 1).expect("r1"), Receipt::New);
         assert_eq!(j.receive(&cmd, "reset_passcode", 2).expect("r2"), Receipt::Known(State::Received));
         j.applying("c1", 3).expect("applying");
         assert_eq!(j.interrupted().expect("int").len(), 1);
-        let result = v1::CommandResult {
-            command_id: "c1".into(),
-            status: 1,
-            generated_pin: "PIN-7".into(),
-            ..Default::default()
-        };
-        j.finish(&result, 4).expect("finish");
+        let mut done = result("c1", v1::CommandStatus::Succeeded);
+        done.generated_pin = "PIN-7".into();
+        j.finish(&done, 4).expect("finish");
         assert_eq!(j.unreported().expect("unreported").len(), 1);
+        assert_eq!(j.receive(&cmd, "reset_passcode", 5).expect("r3"), Receipt::Known(State::Done));
         j.ack("c1", 5).expect("ack");
         assert!(j.unreported().expect("unreported").is_empty());
         let raw = std::fs::read(dir.path().join("j.db")).expect("read db");
@@ -303,6 +426,52 @@ mod tests {
             assert!(!text.contains("SECRET-9"), "passcode lingers in the journal files");
             assert!(!text.contains("PIN-7"), "generated PIN lingers in the journal files");
         }
+    }
+
+    #[test]
+    fn a_not_now_command_runs_again_when_redelivered_and_nothing_else_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = Journal::open(&dir.path().join("j.db"), "jid", false).expect("open");
+        let cmd = reset_command("c", "x");
+        j.receive(&cmd, "reset_passcode", 1).expect("receive");
+        j.finish(&result("c", v1::CommandStatus::NotNow), 2).expect("finish");
+        j.ack("c", 3).expect("ack");
+        assert_eq!(j.receive(&cmd, "reset_passcode", 4).expect("redeliver"), Receipt::New);
+        j.applying("c", 5).expect("applying");
+        j.finish(&result("c", v1::CommandStatus::Succeeded), 6).expect("finish");
+        assert_eq!(j.receive(&cmd, "reset_passcode", 7).expect("again"), Receipt::Known(State::Done));
+    }
+
+    #[test]
+    fn a_missing_journal_of_an_enrolled_device_is_a_loss_and_a_foreign_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        let (_, opened) = Journal::open(&path, "jid", true).expect("open");
+        assert!(matches!(opened, Opened::Recovered(_)), "{opened:?}");
+        let (j, opened) = Journal::open(&path, "jid", true).expect("reopen");
+        assert_eq!(opened, Opened::Existing);
+        assert!(j.lost_at().is_some(), "recovery must survive a restart");
         drop(j);
+        assert!(matches!(Journal::open(&path, "other", true), Err(JournalError::Foreign(_))));
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        assert!(matches!(Journal::open(&empty, "jid", true).expect("open").1, Opened::Recovered(_)));
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"not a database, but maybe evidence".repeat(50)).expect("write");
+        assert!(matches!(Journal::open(&junk, "jid", true), Err(JournalError::Corrupt(..))));
+    }
+
+    #[test]
+    fn acknowledged_history_is_pruned_after_the_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = Journal::open(&dir.path().join("j.db"), "jid", false).expect("open");
+        for (i, at) in [(0, 1_000), (1, RETENTION_MS + 5_000)] {
+            let id = format!("c{i}");
+            j.receive(&reset_command(&id, "x"), "reset_passcode", at).expect("receive");
+            j.finish(&result(&id, v1::CommandStatus::Succeeded), at).expect("finish");
+            j.ack(&id, at).expect("ack");
+        }
+        assert_eq!(j.prune(RETENTION_MS + 2_000).expect("prune"), 1);
+        assert_eq!(j.counts().expect("counts").reported, 1);
     }
 }

@@ -1,21 +1,18 @@
-//! The agent's link to the server: TLS 1.3 client configuration, the tonic channel over it,
-//! and reconnect backoff. Only this module knows tonic and rustls.
+//! The wire. Only this module (and the server) knows tonic and rustls.
 //!
-//! - [`tls`]: rustls client config (server CA only, optional client identity, TLS 1.3, h2).
-//! - [`backoff`]: jittered exponential reconnect delays.
+//! - [`tls`]: rustls client config (the configured CA only, optional client identity, TLS 1.3,
+//!   ALPN h2).
+//! - [`grpc`]: the native `latchkey.v1` dialect as a [`crate::link::ServerLink`], its connector,
+//!   enrollment (the one call without a client certificate) and the `check` probe.
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use latchkey_proto::v1::device_service_client::DeviceServiceClient;
-
-pub mod backoff;
+pub mod grpc;
 pub mod tls;
-
-/// The gRPC client type.
-pub type Client = DeviceServiceClient<Channel>;
 
 /// Host and port from `https://host:port`.
 pub fn endpoint(url: &str) -> Result<(String, u16), String> {
@@ -30,37 +27,37 @@ pub fn endpoint(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port))
 }
 
-/// Opens a client for the device service at `url` over TLS with `config`.
-pub async fn connect(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Result<Client> {
-    Ok(DeviceServiceClient::new(channel(url, config).await?).max_decoding_message_size(4 << 20))
-}
-
-/// Opens an HTTP/2 channel to `url` over TLS with `config`.
-pub async fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> anyhow::Result<Channel> {
-    let (host, port) = endpoint(url).map_err(anyhow::Error::msg)?;
-    let server_name = ServerName::try_from(host.clone())?;
+/// Opens an HTTP/2 channel to `url` over TLS with `config`, giving up after `connect_timeout`
+/// (TCP and TLS handshake together).
+pub async fn channel(
+    url: &str,
+    config: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+) -> Result<Channel, String> {
+    let (host, port) = endpoint(url)?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     // tonic sees plain h2; TLS is done here so we control versions and client auth.
-    let endpoint = Endpoint::from_shared(format!(
-        "http://{}:{port}",
-        if host.contains(':') { format!("[{host}]") } else { host.clone() }
-    ))?
-    .connect_timeout(std::time::Duration::from_secs(10))
-    .tcp_nodelay(true)
-    .http2_keep_alive_interval(std::time::Duration::from_secs(30))
-    .keep_alive_while_idle(true);
-    let channel = endpoint
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
-            async move {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                let tls = connector.connect(server_name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await?;
-    Ok(channel)
+    let authority = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let endpoint = Endpoint::from_shared(format!("http://{authority}:{port}"))
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    let connect = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+        let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    }));
+    match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(crate::transport::grpc::transport_error(&e)),
+        Err(_) => Err(format!("no connection within {}", humantime::format_duration(connect_timeout))),
+    }
 }
 
 #[cfg(test)]

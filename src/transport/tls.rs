@@ -2,30 +2,33 @@
 //! is one, TLS 1.3 only, ALPN h2.
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Builds the client config; `identity` is (certificate chain PEM, private key PEM).
-pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc<rustls::ClientConfig>> {
+/// Builds the client config; `identity` is (certificate chain PEM, private key PEM). The error
+/// names what is wrong with the material, never its content.
+pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.context("server CA PEM")?).context("server CA certificate")?;
+        let cert = cert.map_err(|_| "the server CA file is not PEM".to_owned())?;
+        roots.add(cert).map_err(|e| format!("the server CA certificate is unusable ({e})"))?;
     }
     if roots.is_empty() {
-        anyhow::bail!("the server CA file holds no certificate");
+        return Err("the server CA file holds no certificate".into());
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let mut config = match identity {
         Some((chain_pem, key_pem)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
                 .collect::<Result<_, _>>()
-                .context("device certificate PEM")?;
-            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("device key PEM")?;
-            builder.with_client_auth_cert(chain, key)?
+                .map_err(|_| "the device certificate is not PEM".to_owned())?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|_| "the device key is not PEM".to_owned())?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("the device identity is unusable ({e})"))?
         }
         None => builder.with_no_client_auth(),
     };

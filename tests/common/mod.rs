@@ -103,10 +103,23 @@ impl Server {
 
     /// Queues an action; returns (command id, temporary passcode if any).
     pub fn action(&self, kind: &str, device: &str, extra: &[&str]) -> (String, Option<String>) {
+        let v = self.action_json(kind, device, extra);
+        (v["command_id"].as_str().expect("id").to_owned(), v["temporary_passcode"].as_str().map(str::to_owned))
+    }
+
+    /// Queues an action the server predicts the device will refuse (`--force`): the device
+    /// answers for itself.
+    pub fn action_forced(&self, kind: &str, device: &str, extra: &[&str]) -> String {
+        let mut args = vec!["--force"];
+        args.extend_from_slice(extra);
+        self.action_json(kind, device, &args)["command_id"].as_str().expect("id").to_owned()
+    }
+
+    /// Queues an action; returns the whole `--json` answer.
+    pub fn action_json(&self, kind: &str, device: &str, extra: &[&str]) -> Value {
         let mut args = vec!["action", kind, "--device", device, "--json"];
         args.extend_from_slice(extra);
-        let v: Value = serde_json::from_str(&self.admin_ok(&args)).expect("action json");
-        (v["command_id"].as_str().expect("id").to_owned(), v["temporary_passcode"].as_str().map(str::to_owned))
+        serde_json::from_str(&self.admin_ok(&args)).expect("action json")
     }
 
     pub fn actions(&self) -> Vec<Value> {
@@ -149,6 +162,12 @@ pub struct Device {
     pub id: String,
     pub log: PathBuf,
     agent: Option<Child>,
+    started_at: i64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// How to set a device up.
@@ -226,7 +245,7 @@ impl Device {
             ),
         )
         .expect("config");
-        Device { log: dir.join("agent.log"), dir, config, sim, id: String::new(), agent: None }
+        Device { log: dir.join("agent.log"), dir, config, sim, id: String::new(), agent: None, started_at: 0 }
     }
 
     /// Starts `latchkey run`, appending to the device's log.
@@ -235,6 +254,7 @@ impl Device {
     }
 
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        self.started_at = now_ms();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
         let child = Command::new(agent_bin())
             .args(["run", "--config", self.config.to_str().expect("utf8")])
@@ -261,18 +281,41 @@ impl Device {
         }
     }
 
+    /// Sends a signal to the running agent.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.agent.as_ref().expect("agent running").id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.agent.as_ref().expect("agent running").id();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
-            .expect("SIGTERM");
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         self.wait_exit(Duration::from_secs(20))
     }
 
-    /// Waits until the running agent itself has checked in (enrollment checks in once too, so
-    /// the server's view alone does not prove the daemon is up).
+    /// The running agent's status (`latchkey status --json`), if it answers.
+    pub fn status(&self) -> Option<Value> {
+        let out = Command::new(agent_bin())
+            .args(["status", "--json", "--config", self.config.to_str().expect("utf8")])
+            .output()
+            .ok()?;
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
+    /// Waits until the running agent itself has checked in since `since_ms` and its link is up
+    /// (asked over its control socket: a log line from an earlier run would prove nothing).
+    pub fn wait_checked_in_since(&self, since_ms: i64, timeout: Duration) {
+        wait_until("the agent's check-in", timeout, || {
+            self.status().is_some_and(|s| {
+                s["link"]["last_checkin_unix_ms"].as_i64().unwrap_or(0) >= since_ms
+                    && matches!(s["link"]["phase"].as_str(), Some("stream" | "poll"))
+            })
+        });
+    }
+
+    /// Waits until the agent started last has checked in.
     pub fn wait_checked_in(&self, timeout: Duration) {
-        wait_until("the agent's first check-in", timeout, || self.log_text().contains("checked in"));
+        self.wait_checked_in_since(self.started_at, timeout);
     }
 
     pub fn sim_show(&self) -> Value {
@@ -375,4 +418,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
         }
         let _ = to.shutdown(std::net::Shutdown::Both);
     });
+}
+
+/// A throw-away filesystem root for the linux port: `etc/shadow` (0640) with `root` and the
+/// given `kiosk` line, `os-release`, and yescrypt in `login.defs`.
+pub fn linux_root(root: &Path, kiosk_line: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = root.join("rootfs");
+    std::fs::create_dir_all(fake.join("etc")).expect("etc");
+    let shadow = fake.join("etc/shadow");
+    std::fs::write(&shadow, format!("root:*:19000:0:99999:7:::\n{kiosk_line}\n")).expect("shadow");
+    std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::write(fake.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").expect("os-release");
+    std::fs::write(fake.join("etc/login.defs"), "ENCRYPT_METHOD YESCRYPT\n").expect("login.defs");
+    fake
 }

@@ -1,0 +1,6 @@
+//! The command-line commands that are not the agent itself: the simulator, the policy checker
+//! and the demo. They live in the binary, not the library: a process that embeds the agent
+//! (the fleet benchmark) does not carry them.
+pub mod demo;
+pub mod policy;
+pub mod sim;
