@@ -319,6 +319,41 @@ fn a_command_queued_while_the_link_is_cut_arrives_after_it_heals() {
     assert_eq!(device.effects_for(&id), 1);
 }
 
+/// A connection that silently stops carrying bytes while a result is about to be reported: only
+/// HTTP/2 keepalive would notice (about 50 s); the report's own deadline, tied to the heartbeat,
+/// moves it to a fresh connection. The 20 s bound is far above that deadline (1 s here) plus a
+/// reconnect, and far below keepalive.
+#[test]
+fn a_report_on_a_silently_dead_connection_moves_to_a_new_one() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let proxy = Proxy::start(&server.addr);
+    let fake_root = common::linux_root(root.path(), "kiosk:$6$salt$hash:19000:0:99999:7:::");
+    let (started_marker, go) = (root.path().join("lock-started"), root.path().join("go"));
+    // The lock waits for the test's go-ahead, so the connection dies while it is mid-apply.
+    let lock = format!(
+        "[\"sh\", \"-c\", \"touch {}; while [ ! -e {} ]; do sleep 0.05; done\"]",
+        started_marker.display(),
+        go.display()
+    );
+    let platform = format!(
+        "[platform]\nport = \"linux\"\nlinux_root = \"{}\"\nlinux_user = \"kiosk\"\nlock_command = {lock}\n",
+        fake_root.display()
+    );
+    let spec = DeviceSpec {
+        platform: Some(platform),
+        url: Some(format!("https://{}", proxy.addr)),
+        ..DeviceSpec::new("linux")
+    };
+    let device = started(root.path(), &server, "blackholed", spec);
+    let (id, _) = server.action("lock", &device.id, &[]);
+    wait_until("the lock to start", T, || started_marker.exists());
+    proxy.blackhole();
+    std::fs::write(&go, b"").expect("go");
+    let row = server.wait_result(&id, Duration::from_secs(20));
+    assert_eq!(row["state"], "succeeded", "{row}");
+}
+
 #[test]
 fn a_second_agent_on_the_same_state_is_refused_and_bad_config_is_named() {
     let root = tempfile::tempdir().expect("tempdir");

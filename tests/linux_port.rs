@@ -39,6 +39,7 @@ fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
     assert!(hash.starts_with("$y$"), "login.defs asks for yescrypt: {hash}");
     assert!(latchkey_platform::linux::crypt_matches(&latchkey_platform::Secret::new(passcode.clone()), hash));
     assert!(system_crypt_accepts(&passcode, hash), "the system's crypt(3) rejects the hash we wrote");
+    assert!(!system_crypt_accepts("not-the-password", hash), "the interop check accepts anything");
     assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"), "another account changed");
 
     let (id, _) = server.action("lock", &device.id, &[]);
@@ -47,26 +48,19 @@ fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
     assert!(!device.log_text().contains(&passcode));
 }
 
-/// Asks the system's own crypt(3) (libxcrypt, through Python's `crypt` module, password on
-/// stdin) whether `hash` is the hash of `password`. Where that module is missing (Python 3.13+
-/// removed it) the check is reported and treated as passed: the cross-implementation vectors in
-/// `platform/src/linux.rs` still hold our verifier to the system's hashes.
+/// Asks the system's own crypt(3) (libxcrypt on Debian) whether `hash` is the hash of
+/// `password`, through Perl's `crypt` builtin — Perl is Essential on Debian, and unlike Python's
+/// `crypt` module (removed in 3.13) it is not going away. The password goes on stdin, never argv.
+/// Without Perl the test fails: an interop check that cannot run must not pass.
 fn system_crypt_accepts(password: &str, hash: &str) -> bool {
-    if std::process::Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("python3 unavailable: system crypt(3) interop not checked in this run");
-        return true;
-    }
-    let script = "import sys, warnings\nwarnings.simplefilter('ignore')\ntry:\n import crypt\nexcept ImportError:\n sys.exit(3)\npw, h = sys.stdin.read().split('\\n', 1)\nsys.exit(0 if crypt.crypt(pw, h.strip()) == h.strip() else 1)\n";
+    let script = "chomp(my $pw = <STDIN>); chomp(my $h = <STDIN>); exit(crypt($pw, $h) eq $h ? 0 : 1)";
     let out = common::run_with_stdin(
-        std::process::Command::new("python3").args(["-c", script]),
-        &format!("{password}\n{hash}"),
+        std::process::Command::new("perl").args(["-e", script]),
+        &format!("{password}\n{hash}\n"),
     );
     match out.status.code() {
         Some(0) => true,
-        Some(3) | None => {
-            eprintln!("python3 crypt module unavailable: system crypt(3) interop not checked in this run");
-            true
-        }
-        _ => false,
+        Some(1) => false,
+        other => panic!("perl could not run crypt(3) ({other:?}): {}", String::from_utf8_lossy(&out.stderr)),
     }
 }

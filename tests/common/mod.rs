@@ -355,11 +355,19 @@ impl Drop for Device {
     }
 }
 
-/// A TCP proxy on 127.0.0.1:0 that forwards to `target` and can cut every connection.
+/// A TCP proxy on 127.0.0.1:0 that forwards to `target` and can cut every connection, or
+/// turn the live ones into black holes (bytes silently dropped, nothing closed — a dead NAT
+/// binding or a pulled cable on the far side).
 pub struct Proxy {
     pub addr: String,
     cut: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
+    live: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// One proxied connection: both sockets and whether its bytes still flow.
+struct Connection {
+    sockets: [TcpStream; 2],
+    dead: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -367,7 +375,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("addr").to_string();
         let cut = Arc::new(AtomicBool::new(false));
-        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let live: Arc<Mutex<Vec<Connection>>> = Arc::default();
         let (target, cut2, live2) = (target.to_owned(), cut.clone(), live.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -379,12 +387,13 @@ impl Proxy {
                 let Ok(upstream) = TcpStream::connect(&target) else {
                     continue;
                 };
-                let mut live = live2.lock().expect("lock");
-                live.push(client.try_clone().expect("clone"));
-                live.push(upstream.try_clone().expect("clone"));
-                drop(live);
-                pump(client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
-                pump(upstream, client);
+                let dead = Arc::new(AtomicBool::new(false));
+                live2.lock().expect("lock").push(Connection {
+                    sockets: [client.try_clone().expect("clone"), upstream.try_clone().expect("clone")],
+                    dead: dead.clone(),
+                });
+                pump(client.try_clone().expect("clone"), upstream.try_clone().expect("clone"), dead.clone());
+                pump(upstream, client, dead);
             }
         });
         Proxy { addr, cut, live }
@@ -393,22 +402,34 @@ impl Proxy {
     /// Drops every live connection and refuses new ones until [`Proxy::restore`].
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        for s in self.live.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+        for c in self.live.lock().expect("lock").drain(..) {
+            for s in &c.sockets {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+
+    /// Every live connection stays open but carries nothing more, either way; new connections
+    /// work normally.
+    pub fn blackhole(&self) {
+        for c in self.live.lock().expect("lock").drain(..) {
+            c.dead.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+fn pump(mut from: TcpStream, mut to: TcpStream, dead: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
+                // A black hole reads and drops, and never closes the other side.
+                Ok(_) if dead.load(Ordering::SeqCst) => continue,
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
@@ -416,7 +437,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
                 }
             }
         }
-        let _ = to.shutdown(std::net::Shutdown::Both);
+        if !dead.load(Ordering::SeqCst) {
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        }
     });
 }
 
