@@ -51,6 +51,9 @@ pub enum Before {
     UserConfirmsCredential,
     /// The server's escrowed unlock token is replaced by a wrong one.
     WrongUnlockTokenEscrowed,
+    /// The user unlocks the locked Mac with the six-digit PIN of the device's last lock, as
+    /// the admin read it to them.
+    UserUnlocksWithLockPin,
 }
 
 /// What the admin asks for.
@@ -272,6 +275,7 @@ pub const DEVICES: &[Device] = &[
             step(Ask::Reset, Status::NotSupported, Some(ErrorCode::PlatformUnsupported), INTUNE_RESET),
             ok(Ask::Lock, APPLE_MAC_LOCK),
             step(Ask::Lock, Status::Failed, Some(ErrorCode::LockPinOutstanding), APPLE_MAC_LOCK),
+            Step { before: Before::UserUnlocksWithLockPin, ..ok(Ask::Lock, APPLE_MAC_LOCK) },
         ],
     },
     Device {

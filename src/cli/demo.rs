@@ -227,6 +227,11 @@ fn verify_on_device(server: &Server, agent: &Agent, issued: &Issued, row: &Value
             if !sim.locked || sim.effects_of(id, "remote_lock") != 1 {
                 return Err("the device is not locked exactly once".into());
             }
+            let lock = sim.effects.iter().find(|e| e.command_id == id && e.kind == "remote_lock");
+            let carried = |key: &str| lock.and_then(|e| e.details.get(key)).map(String::as_str);
+            if carried("message") != Some(matrix::LOCK_MESSAGE) || carried("phone_number") != Some(matrix::LOCK_PHONE) {
+                return Err("the lock-screen message or phone number did not reach the device".into());
+            }
         }
         CommandKind::ResetPin => {
             let listed = server.json(&["passcodes", "--device", &agent.id, "--json"]).map_err(|e| e.to_string())?;
@@ -305,6 +310,28 @@ pub fn run(keep: Option<PathBuf>, json: bool) -> Result<bool> {
                         &["escrow", "import-unlock-token", "--device", &agent.id, "--token-file", "-"],
                         Some(wrong.expose()),
                     )?;
+                }
+                Before::UserUnlocksWithLockPin => {
+                    // The admin reads the PIN of the device's last lock to the user.
+                    let listed = server.json(&["passcodes", "--device", &agent.id, "--json"])?;
+                    let pin = issued
+                        .iter()
+                        .rev()
+                        .filter(|i| i.agent == a)
+                        .find_map(|i| {
+                            listed.as_array()?.iter().find(|r| {
+                                r["command_id"] == i.command_id.as_str()
+                                    && r["kind"] == "lock_pin"
+                                    && r["state"] == Status::Succeeded.as_str()
+                            })
+                        })
+                        .and_then(|r| r["passcode"].as_str())
+                        .context("no lock PIN listed for the device")?;
+                    let mut sim = SimState::load(&agent.sim).map_err(anyhow::Error::msg)?;
+                    if !sim.user_unlock(&Secret::from(pin)) {
+                        bail!("{}: the lock PIN the server shows does not unlock the device", agent.device.label);
+                    }
+                    sim.save(&agent.sim).map_err(anyhow::Error::msg)?;
                 }
             }
             let mut args = vec!["action"];

@@ -21,6 +21,8 @@ struct Rig {
     port: SimPort,
     reset_token: Option<SecretBytes>,
     escrowed_unlock_token: Option<SecretBytes>,
+    /// The PIN of the last macOS lock that was applied.
+    lock_pin: Option<Secret>,
 }
 
 impl Rig {
@@ -36,7 +38,7 @@ impl Rig {
             port.set_reset_token(token).expect("register reset token");
         }
         let escrowed_unlock_token = port.unlock_token().expect("unlock token");
-        Rig { path, port, reset_token, escrowed_unlock_token }
+        Rig { path, port, reset_token, escrowed_unlock_token, lock_pin: None }
     }
 
     fn state(&self) -> SimState {
@@ -69,7 +71,8 @@ impl Rig {
                 (Action::RemovePasscode { unlock_token: token }, None)
             }
             CommandKind::RemoteLock => {
-                let pin = plan.lock_pin.then(|| Secret::from("482913"));
+                // Each lock its own PIN, as the server draws them.
+                let pin = plan.lock_pin.then(|| Secret::new(format!("{:06}", 482_913 + self.state().effects.len())));
                 let lock = LockRequest {
                     message: matrix::LOCK_MESSAGE.into(),
                     phone_number: matrix::LOCK_PHONE.into(),
@@ -97,6 +100,13 @@ fn every_row_of_the_matrix_through_the_platform_layer() {
                     state.save(&rig.path).expect("save");
                 }
                 Before::WrongUnlockTokenEscrowed => rig.escrowed_unlock_token = Some(SecretBytes::random(32)),
+                Before::UserUnlocksWithLockPin => {
+                    let mut state = rig.state();
+                    let pin = rig.lock_pin.take().expect("an earlier lock's PIN");
+                    assert!(!state.user_unlock(&Secret::from("000000")), "{what}: a wrong PIN unlocked the Mac");
+                    assert!(state.user_unlock(&pin), "{what}: the lock's PIN does not unlock the Mac");
+                    state.save(&rig.path).expect("save");
+                }
             }
             let before = rig.state();
             let (action, secret) = rig.command(step.ask);
@@ -127,7 +137,10 @@ fn every_row_of_the_matrix_through_the_platform_layer() {
                     assert!(after.device_passcode.is_none(), "{what}: passcode still set");
                     assert_eq!(after.effects_of(&id, "remove_passcode"), 1, "{what}");
                 }
-                Action::RemoteLock(_) => {
+                Action::RemoteLock(lock) => {
+                    if lock.pin.is_some() {
+                        rig.lock_pin = secret.clone();
+                    }
                     assert!(after.locked, "{what}: not locked");
                     assert_eq!(after.effects_of(&id, "remote_lock"), 1, "{what}");
                     let phone =
