@@ -88,8 +88,13 @@ pub async fn enroll(config: &Config, token: &Secret) -> Result<String, Exit> {
         journal_id: identity::new_journal_id(),
         cert_pem: response.cert_chain_pem,
         key_pem,
-        server_ca_pem: response.server_ca_pem,
     };
+    // The agent trusts only the configured CA; a different enrollment CA means the device's
+    // certificate chains to a CA this config does not name (a misconfigured server, or one
+    // that rotated its CA): worth a warning, not a refusal — the link proves itself on use.
+    if !response.server_ca_pem.trim().is_empty() && response.server_ca_pem.trim() != ca.trim() {
+        tracing::warn!("the server's enrollment CA differs from server.ca in the config; the agent keeps trusting server.ca only");
+    }
     // A journal left by an earlier enrollment belongs to another identity.
     let journal_path = config.state.dir.join("journal.db");
     Journal::remove(&journal_path).map_err(|e| failure("removing the previous journal", e))?;

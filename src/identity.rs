@@ -11,8 +11,6 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -48,7 +46,6 @@ struct Stored {
     journal_id: String,
     certificate_pem: String,
     private_key_pem: String,
-    server_ca_pem: String,
 }
 
 /// A loaded identity.
@@ -62,8 +59,6 @@ pub struct Identity {
     pub cert_pem: String,
     /// Device private key, PEM.
     pub key_pem: Zeroizing<String>,
-    /// The CA the server presented at enrollment, PEM.
-    pub server_ca_pem: String,
 }
 
 impl std::fmt::Debug for Identity {
@@ -99,10 +94,13 @@ fn unusable(path: &Path, problem: impl Into<String>) -> IdentityError {
 
 /// The certificate's validity end, Unix seconds, and its subject's common name.
 fn certificate_facts(cert_pem: &str) -> Result<(i64, Option<String>, Vec<u8>), String> {
-    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
         .map_err(|_| "the certificate is not a PEM certificate".to_owned())?;
+    if pem.label != "CERTIFICATE" {
+        return Err(format!("the certificate PEM holds a {:?}, not a CERTIFICATE", pem.label));
+    }
     let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).map_err(|_| "the certificate does not parse".to_owned())?;
+        x509_parser::parse_x509_certificate(&pem.contents).map_err(|_| "the certificate does not parse".to_owned())?;
     let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned);
     let public_key = cert.public_key().subject_public_key.data.to_vec();
     Ok((cert.validity().not_after.timestamp(), cn, public_key))
@@ -128,7 +126,6 @@ impl Identity {
             journal_id: stored.journal_id,
             cert_pem: stored.certificate_pem,
             key_pem: Zeroizing::new(stored.private_key_pem),
-            server_ca_pem: stored.server_ca_pem,
         };
         identity.validate().map_err(|problem| unusable(&file, problem))?;
         Ok(Some(identity))
@@ -137,9 +134,8 @@ impl Identity {
     /// Checks key and certificate belong together and to this device.
     fn validate(&self) -> Result<(), String> {
         let (_, cn, cert_public_key) = certificate_facts(&self.cert_pem)?;
-        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|_| "the private key is not a PEM key (truncated or damaged)".to_owned())?;
-        let key = KeyPair::from_pem(&self.key_pem).map_err(|_| "the private key does not parse".to_owned())?;
+        let key = KeyPair::from_pem(&self.key_pem)
+            .map_err(|_| "the private key is not a usable PEM key (truncated or damaged)".to_owned())?;
         if key.public_key_raw() != cert_public_key.as_slice() {
             return Err("the certificate was issued for another key".into());
         }
@@ -162,7 +158,6 @@ impl Identity {
             journal_id: self.journal_id.clone(),
             certificate_pem: self.cert_pem.clone(),
             private_key_pem: self.key_pem.as_str().to_owned(),
-            server_ca_pem: self.server_ca_pem.clone(),
         };
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&stored).map_err(|e| unusable(&file, e.to_string()))?);
         drop(stored);
@@ -222,7 +217,6 @@ mod tests {
             journal_id: new_journal_id(),
             cert_pem: cert.pem(),
             key_pem: Zeroizing::new(key.serialize_pem()),
-            server_ca_pem: cert.pem(),
         }
     }
 

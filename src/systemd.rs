@@ -6,11 +6,27 @@ use std::time::Duration;
 
 /// Sends one notification to `$NOTIFY_SOCKET`, if set.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        notify_to(&path, state);
+    }
+}
+
+/// Sends one notification to a notify socket: a path, or `@name` in the abstract namespace.
+fn notify_to(socket_name: &std::ffi::OsStr, state: &str) {
+    use std::os::unix::ffi::OsStrExt;
     let Ok(socket) = UnixDatagram::unbound() else { return };
-    // Abstract-namespace sockets ("@name") are Linux-only and need an address type std does not
-    // expose portably; systemd uses a filesystem path for services by default.
-    let _ = socket.send_to(state.as_bytes(), path);
+    let name = socket_name.as_bytes();
+    if let Some(abstract_name) = name.strip_prefix(b"@") {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name) {
+                let _ = socket.send_to_addr(state.as_bytes(), &addr);
+            }
+        }
+        return;
+    }
+    let _ = socket.send_to(state.as_bytes(), socket_name);
 }
 
 /// The watchdog period systemd asked for (`WATCHDOG_USEC`), if it is meant for this process.
@@ -33,12 +49,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notify.sock");
         let receiver = UnixDatagram::bind(&path).expect("bind");
-        // No other test in this binary reads NOTIFY_SOCKET.
-        std::env::set_var("NOTIFY_SOCKET", &path);
-        notify("READY=1");
-        std::env::remove_var("NOTIFY_SOCKET");
+        notify_to(path.as_os_str(), "READY=1");
         let mut buf = [0u8; 64];
         let n = receiver.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn notifications_reach_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("latchkey-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
+        let receiver = UnixDatagram::bind_addr(&addr).expect("bind");
+        notify_to(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1");
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"STOPPING=1");
     }
 }

@@ -48,6 +48,25 @@ fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
     assert!(!device.log_text().contains(&passcode));
 }
 
+/// Every scheme we write is one the system's crypt(3) accepts for the same password (and
+/// refuses for another), with glibc's 16-character SHA-crypt salt.
+#[test]
+fn every_hash_we_write_is_accepted_by_the_system_crypt() {
+    use latchkey_platform::linux::{crypt, CryptMethod};
+    use latchkey_platform::Secret;
+    for (method, prefix) in [(CryptMethod::Yescrypt, "$y$"), (CryptMethod::Sha512, "$6$"), (CryptMethod::Sha256, "$5$")] {
+        let hash = crypt(method, &Secret::from("Tmp-4821x")).expect("crypt");
+        assert!(hash.starts_with(prefix), "{hash}");
+        if prefix != "$y$" {
+            let fields: Vec<&str> = hash.split('$').collect();
+            let salt = fields[fields.len() - 2];
+            assert_eq!(salt.len(), 16, "{hash}");
+        }
+        assert!(system_crypt_accepts("Tmp-4821x", &hash), "crypt(3) rejects our {prefix} hash {hash}");
+        assert!(!system_crypt_accepts("Tmp-4821y", &hash), "crypt(3) accepts a wrong password for {hash}");
+    }
+}
+
 /// Asks the system's own crypt(3) (libxcrypt on Debian) whether `hash` is the hash of
 /// `password`, through Perl's `crypt` builtin — Perl is Essential on Debian, and unlike Python's
 /// `crypt` module (removed in 3.13) it is not going away. The password goes on stdin, never argv.

@@ -8,25 +8,20 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 (seconds) for a Unix-ms time; `-` for 0.
+/// RFC 3339 (seconds, UTC) for a Unix-ms time; `-` for 0 or earlier.
 pub fn rfc3339(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".into();
+    match u64::try_from(ms) {
+        Ok(ms) if ms > 0 => {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        _ => "-".into(),
     }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
-    // Hand-rolled to avoid a date crate: days since the epoch to a civil date (Howard Hinnant).
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// [`now_ms`] as the unsigned count the platform's effect records use.
+pub fn now_ms_unsigned() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0)
 }
 
 #[cfg(test)]

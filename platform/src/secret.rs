@@ -54,10 +54,10 @@ impl SecretBytes {
         Self(Zeroizing::new(value))
     }
 
-    /// `n` bytes from the operating system's CSPRNG.
+    /// `n` bytes from rand's thread-local CSPRNG (ChaCha, seeded and reseeded by the OS).
     pub fn random(n: usize) -> Self {
         let mut bytes = vec![0u8; n];
-        rand::Rng::fill(&mut rand::rng(), bytes.as_mut_slice());
+        rand::RngExt::fill(&mut rand::rng(), bytes.as_mut_slice());
         Self::new(bytes)
     }
 

@@ -36,37 +36,35 @@ pub fn crypt_method(root: &Path) -> CryptMethod {
 
 /// Hashes a password in the given crypt format (random salt, default cost).
 pub fn crypt(method: CryptMethod, password: &Secret) -> Result<String, PortError> {
+    use password_hash::PasswordHasher;
     let failed = |_| PortError::Unavailable("crypt failed".into());
+    let mut salt = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| PortError::Unavailable("no randomness for a salt".into()))?;
+    let bytes = password.expose().as_bytes();
     match method {
         CryptMethod::Yescrypt => {
-            use yescrypt::PasswordHasher;
-            yescrypt::Yescrypt::default()
-                .hash_password(password.expose().as_bytes())
-                .map(|h| h.as_str().to_owned())
-                .map_err(|_| PortError::Unavailable("crypt failed".into()))
+            yescrypt::Yescrypt::default().hash_password_with_salt(bytes, &salt).map(|h| h.to_string()).map_err(failed)
         }
+        // 12 bytes make the 16 base64 characters glibc's SHA-crypt reads: a longer salt is
+        // silently cut to 16 by crypt(3), so the system would compute another hash than ours.
         CryptMethod::Sha512 => {
-            let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
-                .map_err(|_| PortError::Unavailable("crypt parameters".into()))?;
-            sha_crypt::sha512_simple(password.expose(), &params).map_err(failed)
+            sha_crypt::ShaCrypt::SHA512.hash_password_with_salt(bytes, &salt).map(|h| h.to_string()).map_err(failed)
         }
         CryptMethod::Sha256 => {
-            let params = sha_crypt::Sha256Params::new(sha_crypt::ROUNDS_DEFAULT)
-                .map_err(|_| PortError::Unavailable("crypt parameters".into()))?;
-            sha_crypt::sha256_simple(password.expose(), &params).map_err(failed)
+            sha_crypt::ShaCrypt::SHA256.hash_password_with_salt(bytes, &salt).map(|h| h.to_string()).map_err(failed)
         }
     }
 }
 
 /// Whether `password` matches a `$y$`, `$6$` or `$5$` shadow hash.
 pub fn crypt_matches(password: &Secret, hashed: &str) -> bool {
+    use password_hash::PasswordVerifier;
+    let bytes = password.expose().as_bytes();
     if hashed.starts_with("$y$") {
-        use yescrypt::PasswordVerifier;
-        yescrypt::Yescrypt::default().verify_password(password.expose().as_bytes(), hashed).is_ok()
-    } else if hashed.starts_with("$6$") {
-        sha_crypt::sha512_check(password.expose(), hashed).is_ok()
-    } else if hashed.starts_with("$5$") {
-        sha_crypt::sha256_check(password.expose(), hashed).is_ok()
+        yescrypt::Yescrypt::default().verify_password(bytes, hashed).is_ok()
+    } else if hashed.starts_with("$6$") || hashed.starts_with("$5$") {
+        sha_crypt::ShaCrypt::default().verify_password(bytes, hashed).is_ok()
     } else {
         false
     }

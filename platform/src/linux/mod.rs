@@ -59,10 +59,6 @@ pub struct LinuxPort {
     effects: Effects,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// Why a command run with a deadline did not finish normally.
 enum RunError {
     /// It never started.
@@ -133,7 +129,7 @@ impl LinuxPort {
             stage: Stage::Intent,
             before_sha256: Some(effects::digest(before)),
             after_sha256: Some(effects::digest(hashed)),
-            at_unix_ms: now_ms(),
+            at_unix_ms: latchkey_common::time::now_ms_unsigned(),
         };
         // Everything up to the rename leaves the password as it was.
         self.effects.put(record.clone()).map_err(|e| unavailable(&e))?;
@@ -221,7 +217,7 @@ impl DevicePort for LinuxPort {
             stage: Stage::Intent,
             before_sha256: None,
             after_sha256: None,
-            at_unix_ms: now_ms(),
+            at_unix_ms: latchkey_common::time::now_ms_unsigned(),
         };
         self.effects.put(record.clone()).map_err(|e| PortError::Unavailable(e.to_string()))?;
         let program = self.config.lock_command.first().cloned().unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Temporary passcodes: drawn from the OS CSPRNG, shaped to what a policy needs, and accepted
 //! only when the engine itself says the result complies.
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::RngExt;
 
 use super::android::{Complexity, Quality};
 use super::windows::CharRule;

@@ -4,7 +4,6 @@
 //! would, for callers that skip the tables (a bridge client, a conformance run).
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,17 +76,13 @@ pub struct SimState {
     pub effects: Vec<Effect>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
+/// The simulator keeps credentials as SHA-512 crypt hashes, as a Linux shadow file would.
 fn hash(secret: &str) -> Result<String, PortError> {
-    let params = sha_crypt::Sha512Params::new(5_000).map_err(|_| PortError::Unavailable("crypt params".into()))?;
-    sha_crypt::sha512_simple(secret, &params).map_err(|_| PortError::Unavailable("crypt failed".into()))
+    crate::linux::crypt(crate::linux::CryptMethod::Sha512, &Secret::from(secret))
 }
 
 fn matches(secret: &str, hashed: &str) -> bool {
-    sha_crypt::sha512_check(secret, hashed).is_ok()
+    crate::linux::crypt_matches(&Secret::from(secret), hashed)
 }
 
 impl SimState {
@@ -107,7 +102,7 @@ impl SimState {
         self.effects.push(Effect {
             command_id: effect.0.to_owned(),
             kind: kind.to_owned(),
-            at_unix_ms: now_ms(),
+            at_unix_ms: latchkey_common::time::now_ms_unsigned(),
             details,
         });
     }
