@@ -171,7 +171,9 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
     tracker.spawn(crate::worker::run(executor, commands_rx, signals, worker_stop.clone()));
     let status =
         status_source(&config, device_id, identity.clone(), journal, device.clone(), link_status.clone(), problems);
-    tracker.spawn(crate::control::serve(config.control.socket.clone(), status, shutdown.clone()));
+    // Its own token: the control socket also closes when the server ends management.
+    let control_stop = shutdown.child_token();
+    tracker.spawn(crate::control::serve(config.control.socket.clone(), status, control_stop.clone()));
 
     let heartbeat = config.connect.heartbeat;
     let driver = Driver {
@@ -197,9 +199,13 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
     crate::systemd::notify("STOPPING=1");
     // The worker finishes the command it is on; then what it produced is reported.
     worker_stop.cancel();
+    control_stop.cancel();
     tracker.close();
     tracker.wait().await;
-    final_flush(connector.as_ref(), device.as_ref(), heartbeat).await;
+    // A server that no longer manages the device refuses its reports too.
+    if stopped == Stopped::Shutdown {
+        final_flush(connector.as_ref(), device.as_ref(), heartbeat).await;
+    }
     tracing::info!("agent stopped");
     match stopped {
         Stopped::Shutdown => Ok(()),

@@ -93,7 +93,9 @@ pub async fn enroll(config: &Config, token: &Secret) -> Result<String, Exit> {
     // certificate chains to a CA this config does not name (a misconfigured server, or one
     // that rotated its CA): worth a warning, not a refusal — the link proves itself on use.
     if !response.server_ca_pem.trim().is_empty() && response.server_ca_pem.trim() != ca.trim() {
-        tracing::warn!("the server's enrollment CA differs from server.ca in the config; the agent keeps trusting server.ca only");
+        tracing::warn!(
+            "the server's enrollment CA differs from server.ca in the config; the agent keeps trusting server.ca only"
+        );
     }
     // A journal left by an earlier enrollment belongs to another identity.
     let journal_path = config.state.dir.join("journal.db");

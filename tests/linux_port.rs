@@ -54,7 +54,8 @@ fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
 fn every_hash_we_write_is_accepted_by_the_system_crypt() {
     use latchkey_platform::linux::{crypt, CryptMethod};
     use latchkey_platform::Secret;
-    for (method, prefix) in [(CryptMethod::Yescrypt, "$y$"), (CryptMethod::Sha512, "$6$"), (CryptMethod::Sha256, "$5$")] {
+    for (method, prefix) in [(CryptMethod::Yescrypt, "$y$"), (CryptMethod::Sha512, "$6$"), (CryptMethod::Sha256, "$5$")]
+    {
         let hash = crypt(method, &Secret::from("Tmp-4821x")).expect("crypt");
         assert!(hash.starts_with(prefix), "{hash}");
         if prefix != "$y$" {

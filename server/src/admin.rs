@@ -63,13 +63,20 @@ impl Waker {
                     Delivery::Queued
                 }
             }
-            Self::Socket(path) => match UnixStream::connect(path) {
-                Ok(mut stream) => match stream.write_all(format!("{verb} {device_id}\n").as_bytes()) {
-                    Ok(()) => Delivery::Queued,
-                    Err(_) => Delivery::ServerDown,
-                },
-                Err(_) => Delivery::ServerDown,
-            },
+            // One line each way: `wake ID` / `close ID`, answered `reached` or `absent`.
+            Self::Socket(path) => {
+                let Ok(mut stream) = UnixStream::connect(path) else { return Delivery::ServerDown };
+                if stream.write_all(format!("{verb} {device_id}\n").as_bytes()).is_err() {
+                    return Delivery::ServerDown;
+                }
+                // The command is stored either way; a slow answer only loses the detail.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut answer = String::new();
+                match std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut answer) {
+                    Ok(_) if answer.trim() == "reached" => Delivery::Pushed,
+                    _ => Delivery::Queued,
+                }
+            }
         }
     }
 
@@ -347,10 +354,9 @@ impl Admin {
 }
 
 /// What the device would answer, from the state it last reported; `None` when it would act.
+/// What the device's own rules say about `action`, judged on what it last reported (at
+/// enrollment or at a check-in since).
 fn predict(device: &DeviceRecord, action: &v1::command::Action) -> Option<(&'static str, &'static str, String)> {
-    if device.last_checkin == 0 {
-        return None;
-    }
     let snapshot = device.snapshot()?;
     let command = v1::Command {
         command_id: String::new(),

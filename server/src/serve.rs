@@ -241,18 +241,20 @@ async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, shutdown: Cancell
         };
         let hub = hub.clone();
         tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stream).lines();
+            let (reader, mut writer) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                match line.trim().split_once(' ') {
-                    Some(("close", device_id)) => {
-                        hub.close(device_id.trim());
-                    }
-                    Some(("wake", device_id)) => {
-                        hub.wake(device_id.trim());
-                    }
+                let reached = match line.trim().split_once(' ') {
+                    Some(("close", device_id)) => hub.close(device_id.trim()),
+                    Some(("wake", device_id)) => hub.wake(device_id.trim()),
                     _ => {
-                        hub.wake(line.trim());
+                        tracing::warn!("unknown admin socket request");
+                        false
                     }
+                };
+                let answer: &[u8] = if reached { b"reached\n" } else { b"absent\n" };
+                if tokio::io::AsyncWriteExt::write_all(&mut writer, answer).await.is_err() {
+                    break;
                 }
             }
         });

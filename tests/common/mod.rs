@@ -54,29 +54,77 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
 pub struct Server {
     pub dir: PathBuf,
     pub addr: String,
+    /// The metrics address, when started with `--metrics-listen`.
+    pub metrics: Option<String>,
     child: Child,
     pub log: PathBuf,
 }
 
 impl Server {
     pub fn start(root: &Path) -> Self {
+        Self::start_with(root, &[])
+    }
+
+    /// Starts `serve` with extra arguments (`--metrics-listen 127.0.0.1:0`, `--sweep-interval …`).
+    pub fn start_with(root: &Path, extra: &[&str]) -> Self {
         let dir = root.join("server");
         let log = root.join("server.log");
         let mut child = Command::new(server_bin())
             .args(["--data", dir.to_str().expect("utf8"), "serve", "--listen", "127.0.0.1:0", "--heartbeat", "1s"])
+            .args(extra)
             .env("LATCHKEY_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log"))
             .spawn()
             .expect("start latchkey-server");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read address");
+        stdout.read_line(&mut line).expect("read address");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server { dir, addr, child, log }
+        let metrics = extra.contains(&"--metrics-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read metrics address");
+            line.trim()
+                .strip_prefix("metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                .to_owned()
+        });
+        Server { dir, addr, metrics, child, log }
+    }
+
+    /// Fetches `/metrics` over plain HTTP/1.1.
+    pub fn scrape(&self) -> String {
+        let addr = self.metrics.as_ref().expect("started with --metrics-listen");
+        let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+        stream
+            .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// One metric's value (the sum over its label sets), 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.scrape()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops the server (SIGTERM) and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.child.wait().expect("wait")
     }
 
     pub fn url(&self) -> String {
