@@ -30,6 +30,14 @@ const EXAMPLES: &str = "Examples:
   latchkey-server --data /srv/lk actions --state failed --since 1h
   latchkey-server --data /srv/lk device retire --device ID";
 
+/// A lifetime for a token or an action: a duration within the bounds the server accepts, so
+/// a typo is a usage error before anything is created.
+fn ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    admin::check_ttl(ttl, "the").map_err(|e| e.to_string())?;
+    Ok(ttl)
+}
+
 #[derive(Parser)]
 #[command(name = "latchkey-server", version = latchkey_common::VERSION, about = "Latchkey reference management server", after_help = EXAMPLES)]
 struct Cli {
@@ -128,7 +136,7 @@ enum TokenCommand {
     /// Create a one-time enrollment token (printed once).
     Create {
         /// Lifetime (1s..30d).
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "24h", value_parser = ttl)]
         ttl: Duration,
     },
 }
@@ -150,7 +158,7 @@ struct ActionCommon {
     #[arg(long)]
     device: String,
     /// How long the device may still apply the action (1s..30d).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = ttl)]
     ttl: Duration,
     /// Queue it even when the device's last report says it will be refused.
     #[arg(long)]

@@ -17,18 +17,23 @@ pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_latchkey"))
 }
 
-/// The server binary, built beside the agent (cargo test --workspace builds it; build it here
-/// when a single package is tested).
+/// The server binary, built beside the agent. `cargo test` of this package alone does not
+/// rebuild another package's binary, so the first call in each test process brings it up to
+/// date (a no-op when it is).
 pub fn server_bin() -> PathBuf {
-    let path = agent_bin().with_file_name("latchkey-server");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "latchkey-server", "--bin", "latchkey-server"])
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "latchkey-server", "--bin", "latchkey-server"]);
+        if agent_bin().parent().and_then(Path::file_name).is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build
             .status()
             .expect("cargo build latchkey-server");
         assert!(status.success(), "building latchkey-server failed");
-    }
-    path
+    });
+    agent_bin().with_file_name("latchkey-server")
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
