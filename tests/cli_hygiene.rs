@@ -152,9 +152,10 @@ fn help_has_examples_and_versions_carry_the_git_revision() {
 #[test]
 fn man_pages_and_completions_are_generated_for_both_binaries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (bin, page, sub) in
-        [(agent_bin(), "latchkey.1", "latchkey-enroll.1"), (server_bin(), "latchkey-server.1", "latchkey-server-serve.1")]
-    {
+    for (bin, page, sub) in [
+        (agent_bin(), "latchkey.1", "latchkey-enroll.1"),
+        (server_bin(), "latchkey-server.1", "latchkey-server-serve.1"),
+    ] {
         let out = Command::new(&bin).arg("man").arg(dir.path()).output().expect("man");
         assert!(out.status.success(), "{}", text(&out));
         for name in [page, sub] {
