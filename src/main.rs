@@ -173,12 +173,15 @@ fn run_daemon(config_path: Option<PathBuf>) -> anyhow::Result<Code> {
                     _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight work"); break; }
                     _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: finishing in-flight work"); break; }
                     _ = hup.recv() => {
-                        latchkey::systemd::notify("RELOADING=1");
+                        latchkey::systemd::reloading();
                         match (Config::load(&path), logging.as_ref()) {
-                            (Ok(c), Some(logging)) => match logging.set_level(&c.log.level) {
-                                Ok(()) => tracing::info!(level = %c.log.level, "SIGHUP: log level reloaded"),
-                                Err(e) => tracing::warn!(error = %e, "SIGHUP: log level not changed"),
-                            },
+                            // Said before the switch, so it shows whichever way the level moves.
+                            (Ok(c), Some(logging)) => {
+                                tracing::info!(level = %c.log.level, "SIGHUP: applying the configured log level");
+                                if let Err(e) = logging.set_level(&c.log.level) {
+                                    tracing::warn!(error = %e, "SIGHUP: log level not changed");
+                                }
+                            }
                             (Err(e), _) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),
                             (Ok(_), None) => {}
                         }

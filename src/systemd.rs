@@ -11,6 +11,15 @@ pub fn notify(state: &str) {
     }
 }
 
+/// Tells systemd a reload started (`RELOADING=1` with the monotonic time systemd 253+ wants);
+/// `READY=1` ends it.
+pub fn reloading() {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0);
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
+}
+
 /// Sends one notification to a notify socket: a path, or `@name` in the abstract namespace.
 fn notify_to(socket_name: &std::ffi::OsStr, state: &str) {
     use std::os::unix::ffi::OsStrExt;

@@ -254,3 +254,26 @@ fn metrics_and_health_can_be_watched() {
     });
     assert_eq!(status.expect("health"), tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
+
+/// SIGHUP re-reads the configured log level (here: from the debug the agent started with down
+/// to warn); the agent keeps running and serving commands, and logs only warnings from then on.
+#[test]
+fn sighup_reloads_the_log_level_and_the_agent_carries_on() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(root.path());
+    let spec = DeviceSpec { extra: "[log]\nlevel = \"warn\"\n", ..DeviceSpec::new("aosp-user") };
+    let device = started(root.path(), &server, "hup", spec);
+    assert!(device.log_text().contains(" INFO "), "the agent did not start at the environment's level");
+    device.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until("the reload", T, || device.log_text().contains("SIGHUP: applying the configured log level"));
+    let (id, _) = server.action("lock", &device.id, &[]);
+    assert_eq!(server.wait_result(&id, T)["state"], "succeeded", "the agent stopped serving after SIGHUP");
+    assert!(device.status().is_some(), "the agent is gone");
+    let log = device.log_text();
+    let after = log.split("SIGHUP: applying the configured log level").nth(1).unwrap_or_default();
+    let after = after.split_once('\n').map(|(_, rest)| rest).unwrap_or_default();
+    assert!(
+        !after.contains(" INFO ") && !after.contains(" DEBUG "),
+        "info or debug lines after the reload to warn:\n{after}"
+    );
+}

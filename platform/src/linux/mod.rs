@@ -59,6 +59,21 @@ pub struct LinuxPort {
     effects: Effects,
 }
 
+/// An OS error before anything changed. Permission refusals (a sandbox without `@chown`, a
+/// read-only /etc, a missing capability) do not go away by retrying: they fail the command and
+/// say so. Anything else may be passing (a held lock, a full disk): the server delivers the
+/// command again.
+fn os_error(path: &Path, e: &std::io::Error) -> PortError {
+    use std::io::ErrorKind;
+    let what = format!("{}: {e}", path.display());
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => PortError::Refused(format!(
+            "{what} (the agent is not allowed to change it: check the service's sandbox and capabilities)"
+        )),
+        _ => PortError::Unavailable(what),
+    }
+}
+
 /// Why a command run with a deadline did not finish normally.
 enum RunError {
     /// It never started.
@@ -115,7 +130,7 @@ impl LinuxPort {
 
     fn write_password_hash(&self, hashed: &str, effect: EffectId<'_>) -> Result<(), PortError> {
         let path = self.shadow_path();
-        let unavailable = |e: &dyn std::fmt::Display| PortError::Unavailable(format!("{}: {e}", path.display()));
+        let unavailable = |e: &std::io::Error| os_error(&path, e);
         let _lock = pwdlock::lock(&self.config.root, pwdlock::WAIT).map_err(|e| unavailable(&e))?;
         let text = self.read_shadow()?;
         let before = shadow::password_field(&text, &self.config.user).map_err(|e| PortError::Refused(e.to_string()))?;
@@ -134,12 +149,12 @@ impl LinuxPort {
         // Everything up to the rename leaves the password as it was.
         self.effects.put(record.clone()).map_err(|e| unavailable(&e))?;
         atomic::write_with(&self.config.root.join("etc/shadow-"), text.as_bytes(), meta)
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&e.into()))?;
         match atomic::write_with(&path, updated.as_bytes(), meta) {
             Ok(()) => {}
             // The new entry is in place; only its durability is in doubt.
             Err(e) if e.replaced() => {}
-            Err(e) => return Err(unavailable(&e)),
+            Err(e) => return Err(unavailable(&e.into())),
         }
         // The password has changed: from here on nothing may turn this into a failure. Should the
         // record not be updated, the intent and the entry itself still tell recovery it happened.
@@ -268,6 +283,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_permission_refusal_fails_and_anything_else_is_retried() {
+        let path = Path::new("/etc/shadow");
+        for errno in [nix::libc::EPERM, nix::libc::EACCES, nix::libc::EROFS] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(matches!(os_error(path, &e), PortError::Refused(why) if why.contains("sandbox")), "{e}");
+        }
+        for errno in [nix::libc::EAGAIN, nix::libc::ENOSPC, nix::libc::EIO] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(matches!(os_error(path, &e), PortError::Unavailable(_)), "{e}");
+        }
+    }
 
     fn throwaway_root() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
