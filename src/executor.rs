@@ -164,6 +164,7 @@ impl Executor {
                 return false;
             }
         }
+        tracing::debug!(command_id = %command.command_id, "command journaled");
         if let Some(lost_at) = self.journal.lost_at() {
             if command.issued_at_unix_ms <= lost_at && self.settled_after_loss(command) {
                 return true;
@@ -204,12 +205,16 @@ impl Executor {
         let outcome = match validate(command, &self.device_id, self.now()) {
             Err(refusal) => refusal,
             Ok(action) => {
-                let token = match self.secrets.get(RESET_TOKEN) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(error = %e, "secret store unreadable");
-                        None
-                    }
+                // Only a reset uses the reset token: nothing else reads the secret store.
+                let token = match &action {
+                    Action::ResetPasscode { .. } => match self.secrets.get(RESET_TOKEN) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(error = %e, "secret store unreadable");
+                            None
+                        }
+                    },
+                    _ => None,
                 };
                 let request = Request { command_id: id, action: &action, reset_token: token.as_ref() };
                 let mut port = self.port.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,6 +223,7 @@ impl Executor {
                     journal.applying(id, latchkey_common::time::now_ms()).map_err(|e| e.to_string())
                 });
                 drop(port);
+                tracing::debug!(command_id = %id, "platform port answered");
                 trip(self.fault, Fault::CrashAfterApply);
                 outcome
             }

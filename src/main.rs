@@ -146,8 +146,11 @@ fn main() {
     std::process::exit(code.number());
 }
 
+/// One thread runs the agent's async work: it waits on the network almost all the time, and
+/// file and port I/O goes to blocking threads anyway. Fewer threads, fewer wake-ups, and no
+/// cross-thread hand-offs on the path of a command.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn load(config: Option<PathBuf>) -> anyhow::Result<Config> {

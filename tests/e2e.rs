@@ -119,9 +119,8 @@ fn ios_removal_with_the_right_token_and_with_a_wrong_one() {
     assert_eq!(bad.sim_show()["passcode_present"], true, "passcode removed despite the mismatch");
     assert_eq!(bad.effects_for(&id), 0);
 
-    let device_token: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&good.sim).expect("sim")).expect("json");
-    let token_hex = device_token["unlock_token"].as_str().expect("device token").to_owned();
+    let device = latchkey_platform::sim::SimState::load(&good.sim).expect("sim");
+    let token_hex = device.unlock_token.clone().expect("device token");
     assert_no_secret_in_logs(&token_hex, &server, &[&good, &bad]);
 }
 

@@ -107,9 +107,9 @@ fn the_server_says_up_front_what_it_knows_will_fail_and_shows_no_passcode_for_it
     let server = Server::start(root.path());
     // An iPhone whose unlock token never reached the server (the device had none to give).
     let mut ios = Device::prepare(root.path(), "ios", &server, DeviceSpec::new("ios"));
-    let mut sim: serde_json::Value = serde_json::from_slice(&std::fs::read(&ios.sim).expect("sim")).expect("json");
-    sim["unlock_token"] = serde_json::Value::Null;
-    std::fs::write(&ios.sim, sim.to_string()).expect("sim");
+    let mut sim = latchkey_platform::sim::SimState::load(&ios.sim).expect("sim");
+    sim.unlock_token = None;
+    sim.save(&ios.sim).expect("sim");
     let out = ios.enroll_with(&server.token());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ios.id = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("enrolled as ").to_owned();
@@ -152,9 +152,9 @@ fn devices_show_what_each_device_last_reported() {
     // The device changes: the user confirms, the OS is updated. The row follows the device,
     // not the enrollment snapshot.
     assert_eq!(device.user(&["confirm-credential"], ""), 0);
-    let mut sim: serde_json::Value = serde_json::from_slice(&std::fs::read(&device.sim).expect("sim")).expect("json");
-    sim["facts"]["os_version"] = "15".into();
-    std::fs::write(&device.sim, sim.to_string()).expect("sim");
+    let mut sim = latchkey_platform::sim::SimState::load(&device.sim).expect("sim");
+    sim.facts.os_version = "15".into();
+    sim.save(&device.sim).expect("sim");
     wait_until("the new state to be reported", T, || {
         let r = row(&server);
         r["reset_token_state"] == "active" && r["os_version"] == "15"

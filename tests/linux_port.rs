@@ -42,6 +42,11 @@ fn linux_reset_writes_a_crypt_hash_and_lock_runs_the_session_lock() {
     assert!(!system_crypt_accepts("not-the-password", hash), "the interop check accepts anything");
     assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"), "another account changed");
 
+    // The server judges a lock by what the device last reported: wait for the check-in that
+    // reports the new password, as an admin watching `devices` would.
+    common::wait_until("the new password to be reported", Duration::from_secs(30), || {
+        server.devices().iter().any(|d| d["device_id"] == device.id && d["passcode_present"] == true)
+    });
     let (id, _) = server.action("lock", &device.id, &[]);
     assert_eq!(server.wait_result(&id, Duration::from_secs(30))["state"], "succeeded");
     assert!(marker.exists(), "the lock command did not run");

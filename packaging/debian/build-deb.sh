@@ -14,8 +14,8 @@ ROOT=$PWD
 OUT=${1:-$ROOT/target/debian}
 BIN=${LATCHKEY_BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --release --locked --quiet -p latchkey --bin latchkey
-  BIN=$ROOT/target/release/latchkey
+  cargo build --profile device --locked --quiet -p latchkey --bin latchkey
+  BIN=$ROOT/target/device/latchkey
 fi
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 ARCH=$(dpkg --print-architecture)

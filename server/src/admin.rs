@@ -7,8 +7,6 @@
 //! would do given what it last reported. A predicted refusal is said at once and nothing is
 //! queued unless the admin insists (`force`); no temporary passcode is ever shown for an action
 //! predicted to fail.
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +51,7 @@ pub enum Delivery {
 }
 
 impl Waker {
-    fn send(&self, verb: &str, device_id: &str) -> Delivery {
+    async fn send(&self, verb: &str, device_id: &str) -> Delivery {
         match self {
             Self::InProcess(hub) => {
                 let reached = if verb == "close" { hub.close(device_id) } else { hub.wake(device_id) };
@@ -65,15 +63,16 @@ impl Waker {
             }
             // One line each way: `wake ID` / `close ID`, answered `reached` or `absent`.
             Self::Socket(path) => {
-                let Ok(mut stream) = UnixStream::connect(path) else { return Delivery::ServerDown };
-                if stream.write_all(format!("{verb} {device_id}\n").as_bytes()).is_err() {
+                use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                let Ok(mut stream) = tokio::net::UnixStream::connect(path).await else { return Delivery::ServerDown };
+                if stream.write_all(format!("{verb} {device_id}\n").as_bytes()).await.is_err() {
                     return Delivery::ServerDown;
                 }
                 // The command is stored either way; a slow answer only loses the detail.
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut answer = String::new();
-                match std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut answer) {
-                    Ok(_) if answer.trim() == "reached" => Delivery::Pushed,
+                let mut reader = tokio::io::BufReader::new(stream);
+                match tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut answer)).await {
+                    Ok(Ok(_)) if answer.trim() == "reached" => Delivery::Pushed,
                     _ => Delivery::Queued,
                 }
             }
@@ -81,13 +80,13 @@ impl Waker {
     }
 
     /// Wakes the device's stream so it picks up new work.
-    pub fn wake(&self, device_id: &str) -> Delivery {
-        self.send("wake", device_id)
+    pub async fn wake(&self, device_id: &str) -> Delivery {
+        self.send("wake", device_id).await
     }
 
     /// Ends the device's stream.
-    pub fn close(&self, device_id: &str) -> Delivery {
-        self.send("close", device_id)
+    pub async fn close(&self, device_id: &str) -> Delivery {
+        self.send("close", device_id).await
     }
 }
 
@@ -252,7 +251,7 @@ impl Admin {
             })
             .await?;
         tracing::info!(device_id = %device_id, command_id = %command_id, action = plan.kind.name(), "action queued");
-        let delivery = self.waker.wake(device_id);
+        let delivery = self.waker.wake(device_id).await;
         let (temporary_passcode, lock_pin) = match secret {
             // Never show a passcode for an action predicted to fail: `passcodes` shows it once
             // the action succeeds.
@@ -339,7 +338,7 @@ impl Admin {
     /// escrow and passcodes deleted, its stream closed.
     pub async fn retire(&self, device_id: &str) -> Result<(u64, Delivery), AdminError> {
         let cancelled = self.store.end_management(device_id, DeviceStatus::Retired, now_ms()).await?;
-        Ok((cancelled, self.waker.close(device_id)))
+        Ok((cancelled, self.waker.close(device_id).await))
     }
 
     /// Replaces the escrowed unlock token (migration from another MDM, or recovery).

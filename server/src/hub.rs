@@ -22,6 +22,8 @@ pub struct Hub {
     streams: Mutex<HashMap<String, Stream>>,
     next_generation: AtomicU64,
     seen: Mutex<HashMap<String, i64>>,
+    /// Certificates verified recently; forgotten when the device's stream is closed.
+    pub certs: crate::known_certs::KnownCerts,
 }
 
 /// A registration; unregisters only itself (a newer stream for the same device survives).
@@ -75,8 +77,10 @@ impl Hub {
         }
     }
 
-    /// Ends the device's stream (it was retired); returns whether it had one.
+    /// Ends the device's stream (it was retired) and forgets its certificates; returns whether
+    /// it had a stream.
     pub fn close(&self, device_id: &str) -> bool {
+        self.certs.forget(device_id);
         match lock(&self.streams).get(device_id) {
             Some(stream) => {
                 stream.closed.cancel();

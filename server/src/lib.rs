@@ -22,6 +22,7 @@ pub mod admin;
 pub mod ca;
 pub mod datadir;
 pub mod hub;
+pub mod known_certs;
 pub mod limits;
 pub mod metrics;
 pub mod records;

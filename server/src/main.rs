@@ -219,6 +219,9 @@ struct ActionsArgs {
     /// At most this many (the newest).
     #[arg(long)]
     limit: Option<usize>,
+    /// Only this command.
+    #[arg(long)]
+    command: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -304,7 +307,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// One descriptor per device connection: take every descriptor the hard limit allows (as Go
+/// programs do by default) and say how many devices that leaves room for.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "open-file limit not raised"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "open-file limit unknown"),
+    }
+}
+
 fn serve_forever(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         // Installed before "listening on" is printed: whoever reads that line may signal at once.
@@ -383,8 +401,13 @@ async fn admin_command(data: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::Action { kind } => queue_action(&admin, kind).await?,
         Command::Actions(args) => {
-            let filter =
-                ActionFilter { device_id: args.device, state: args.state, since: args.since, limit: args.limit };
+            let filter = ActionFilter {
+                device_id: args.device,
+                state: args.state,
+                since: args.since,
+                limit: args.limit,
+                command_id: args.command,
+            };
             let rows = admin.store.actions(filter, latchkey_server::now_ms()).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub storage_errors: Counter,
     /// TLS handshakes refused or timed out since start.
     pub tls_failures: Counter,
+    /// TCP connections accepted since start (a reconnect storm shows here first).
+    pub connections: Counter,
     /// From issue to result, seconds.
     pub report_latency: Histogram,
     commands: Family<CommandLabels, Gauge>,
@@ -50,6 +52,7 @@ impl Metrics {
         let enrollments = Counter::default();
         let storage_errors = Counter::default();
         let tls_failures = Counter::default();
+        let connections = Counter::default();
         let report_latency =
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0]);
         let commands = Family::<CommandLabels, Gauge>::default();
@@ -59,6 +62,7 @@ impl Metrics {
         registry.register("enrollments", "Devices enrolled since the server started", enrollments.clone());
         registry.register("storage_errors", "Storage operations that failed", storage_errors.clone());
         registry.register("tls_handshake_failures", "TLS handshakes refused or timed out", tls_failures.clone());
+        registry.register("connections_accepted", "TCP connections accepted", connections.clone());
         registry.register("report_latency_seconds", "From an action's issue to its result", report_latency.clone());
         registry.register("commands", "Commands by action and state", commands.clone());
         registry.register("devices", "Devices by status", devices.clone());
@@ -73,6 +77,7 @@ impl Metrics {
             enrollments,
             storage_errors,
             tls_failures,
+            connections,
             report_latency,
             commands,
             devices,

@@ -226,6 +226,8 @@ pub struct ActionFilter {
     pub since: Option<i64>,
     /// At most this many rows (the newest).
     pub limit: Option<usize>,
+    /// Only this command.
+    pub command_id: Option<String>,
 }
 
 /// What kind of secret a stored passcode row is.

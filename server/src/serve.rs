@@ -205,6 +205,7 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
         };
         let _ = tcp.set_nodelay(true);
+        metrics.connections.inc();
         let (acceptor, conn_tx, metrics) = (acceptor.clone(), conn_tx.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;

@@ -92,6 +92,11 @@ impl Service {
             .and_then(|info| info.peer_certs())
             .ok_or_else(|| Status::unauthenticated("a client certificate issued at enrollment is required"))?;
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let known = crate::known_certs::digest(leaf.as_ref());
+        if let Some(device_id) = self.hub.certs.device(&known) {
+            self.hub.saw(&device_id, now_ms());
+            return Ok(device_id);
+        }
         let info = cert_info(leaf).ok_or_else(|| Status::unauthenticated("client certificate does not parse"))?;
         let found = self.store.device_by_cert(&info.sha256).await.map_err(|e| self.status(e))?;
         let Some(found) = found else {
@@ -121,7 +126,11 @@ impl Service {
         if found.renewed {
             // First use of a renewed certificate: from now on it is the only one accepted.
             self.store.promote_renewed_cert(&found.device_id, &info.sha256).await.map_err(|e| self.status(e))?;
+            self.hub.certs.forget(&found.device_id);
             tracing::info!(device_id = %found.device_id, "renewed certificate in use; the previous one is refused from now on");
+        }
+        if found.status == DeviceStatus::Active {
+            self.hub.certs.remember(known, &found.device_id);
         }
         self.hub.saw(&found.device_id, now_ms());
         Ok(found.device_id)
@@ -268,6 +277,7 @@ impl DeviceService for Service {
     async fn report(&self, request: Request<v1::CommandResult>) -> Result<Response<v1::ReportAck>, Status> {
         let device_id = self.device_of(&request).await?;
         let mut result = request.into_inner();
+        tracing::debug!(device_id = %device_id, command_id = %result.command_id, "result received");
         if result.command_id.is_empty() {
             return Err(Status::invalid_argument("command_id is required"));
         }
@@ -322,6 +332,7 @@ impl DeviceService for Service {
             .end_management(&device_id, DeviceStatus::Unenrolled, now_ms())
             .await
             .map_err(|e| self.status(e))?;
+        self.hub.certs.forget(&device_id);
         self.hub.wake(&device_id);
         tracing::info!(device_id = %device_id, cancelled, "device unenrolled");
         Ok(Response::new(v1::UnenrollAck {}))
@@ -424,6 +435,7 @@ impl PushStream {
             let id = command.command_id.clone();
             let event = v1::ServerEvent { event: Some(v1::server_event::Event::Command(command)) };
             tx.send(Ok(event)).await.map_err(|_| ())?;
+            tracing::debug!(device_id = %device_id, command_id = %id, "command sent");
             delivered.insert(id.clone());
             sent.push(id);
         }

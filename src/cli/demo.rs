@@ -146,6 +146,13 @@ struct Agent {
     child: Child,
 }
 
+impl Drop for Agent {
+    /// Every agent stops with the demo, however it ends.
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
 fn enroll(me: &Path, server: &Server, root: &Path, n: usize, device: &'static Device) -> Result<Agent> {
     let dir = root.join(format!("device-{n:02}-{}", device.profile));
     std::fs::create_dir_all(&dir)?;
@@ -419,9 +426,7 @@ pub fn run(keep: Option<PathBuf>, json: bool) -> Result<bool> {
             );
         }
     }
-    for agent in &mut agents {
-        terminate(&mut agent.child);
-    }
+    drop(agents);
     drop(server);
     if !json {
         let n_ok = if all_ok { issued.len() } else { 0 };

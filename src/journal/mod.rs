@@ -82,8 +82,27 @@ pub struct Counts {
 
 /// The journal.
 pub struct Journal {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     lost_at: Option<i64>,
+}
+
+/// The connection and the `synchronous` setting it has now.
+struct Conn {
+    sqlite: Connection,
+    durable: bool,
+}
+
+/// Whether a journal write must be on disk before the agent goes on.
+///
+/// Durable (an fsync of the WAL): `applying` — written before any side effect, it is what
+/// recovery reads after a crash — and the result. Not durable (committed, atomic, ordered before
+/// the next durable commit, at worst lost to a power cut): receipt of a command (the server
+/// delivers an unanswered command again), the server's acknowledgement (the result is then
+/// reported again and the server answers "duplicate"), pruning and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sync {
+    Durable,
+    Lazy,
 }
 
 const SCHEMA: &str = "
@@ -104,6 +123,19 @@ const KV_LOST_AT: &str = "lost_at";
 /// file.
 fn scrub_wal(c: &Connection) -> R<()> {
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(JournalError::from)
+}
+
+/// Whether a journaled command payload carries a secret (a passcode, an unlock token, a PIN).
+fn holds_secret(payload: &[u8]) -> bool {
+    use v1::command::Action;
+    match v1::Command::decode(payload).map(|c| c.action) {
+        Ok(Some(Action::ResetPasscode(r))) => !r.new_passcode.is_empty(),
+        Ok(Some(Action::RemovePasscode(r))) => !r.unlock_token.is_empty(),
+        Ok(Some(Action::RemoteLock(l))) => !l.pin.is_empty(),
+        Ok(Some(Action::ResetPin(_) | Action::Unsupported(_)) | None) => false,
+        // Undecodable: assume the worst.
+        Err(_) => true,
+    }
 }
 
 fn kv_get(c: &Connection, key: &str) -> R<Option<String>> {
@@ -160,7 +192,7 @@ impl Journal {
             }
         };
         let lost_at = kv_get(&conn, KV_LOST_AT)?.and_then(|v| v.parse().ok());
-        Ok((Self { conn: Mutex::new(conn), lost_at }, opened))
+        Ok((Self { conn: Mutex::new(Conn { sqlite: conn, durable: true }), lost_at }, opened))
     }
 
     /// When the journal was found lost, if it was: commands issued before then are checked
@@ -169,14 +201,20 @@ impl Journal {
         self.lost_at
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> R<T>) -> R<T> {
+    /// Runs `f` on the connection; its commits are as durable as `sync` says.
+    fn with<T>(&self, sync: Sync, f: impl FnOnce(&mut Connection) -> R<T>) -> R<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+        let durable = sync == Sync::Durable;
+        if conn.durable != durable {
+            conn.sqlite.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+            conn.durable = durable;
+        }
+        f(&mut conn.sqlite)
     }
 
     /// Journals a command before anything is done with it.
     pub fn receive(&self, command: &v1::Command, kind: &str, now: i64) -> R<Receipt> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             let tx = c.transaction()?;
             let existing: Option<(String, i32)> = tx
                 .query_row(
@@ -211,10 +249,14 @@ impl Journal {
     }
 
     fn transition(&self, command_id: &str, event: Event, result: Option<&v1::CommandResult>, now: i64) -> R<()> {
-        self.with(|c| {
+        self.with(Sync::Durable, |c| {
             let tx = c.transaction()?;
-            let text: String =
-                tx.query_row("SELECT state FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))?;
+            let (text, payload): (String, Option<Vec<u8>>) =
+                tx.query_row("SELECT state, payload FROM commands WHERE command_id = ?1", params![command_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            // Only a payload that held a secret leaves page images worth scrubbing.
+            let scrub = result.is_some() && payload.as_deref().is_some_and(holds_secret);
             let current = State::parse(&text)
                 .ok_or_else(|| JournalError::Transition(format!("journal: unknown state {text:?}")))?;
             let to = state::next(current, event, false).map_err(JournalError::Transition)?;
@@ -231,7 +273,7 @@ impl Journal {
                 )?,
             };
             tx.commit()?;
-            if result.is_some() {
+            if scrub {
                 scrub_wal(c)?;
             }
             Ok(())
@@ -250,7 +292,7 @@ impl Journal {
 
     /// The server acked the result: keep it, minus any device-generated PIN.
     pub fn ack(&self, command_id: &str, now: i64) -> R<()> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             let result: Option<Vec<u8>> = c
                 .query_row("SELECT result FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))
                 .optional()?
@@ -275,7 +317,7 @@ impl Journal {
 
     /// Results the server has not acked, oldest first.
     pub fn unreported(&self) -> R<Vec<v1::CommandResult>> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             let mut stmt =
                 c.prepare_cached("SELECT result FROM commands WHERE state = 'done' AND acked = 0 ORDER BY updated_at")?;
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
@@ -292,7 +334,7 @@ impl Journal {
 
     /// Commands journaled but not yet acted on (after a restart).
     pub fn received(&self) -> R<Vec<v1::Command>> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             let mut stmt = c.prepare(
                 "SELECT payload FROM commands WHERE state = 'received' AND payload IS NOT NULL ORDER BY received_at",
             )?;
@@ -310,7 +352,7 @@ impl Journal {
 
     /// Commands that were mid-effect when the agent stopped: (id, kind).
     pub fn interrupted(&self) -> R<Vec<(String, String)>> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             let mut stmt = c.prepare("SELECT command_id, kind FROM commands WHERE state = 'applying'")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -319,7 +361,7 @@ impl Journal {
 
     /// Counts for status.
     pub fn counts(&self) -> R<Counts> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             Ok(c.query_row(
                 "SELECT COALESCE(SUM(state != 'done'), 0), COALESCE(SUM(state = 'done' AND acked = 0), 0), COALESCE(SUM(acked = 1), 0) FROM commands",
                 [],
@@ -330,7 +372,7 @@ impl Journal {
 
     /// Deletes acknowledged rows older than `RETENTION_MS`; returns how many.
     pub fn prune(&self, now: i64) -> R<u64> {
-        self.with(|c| {
+        self.with(Sync::Lazy, |c| {
             let n =
                 c.execute("DELETE FROM commands WHERE acked = 1 AND updated_at < ?1", params![now - RETENTION_MS])?;
             Ok(n as u64)
@@ -339,12 +381,12 @@ impl Journal {
 
     /// Reads a small value.
     pub fn get(&self, key: &str) -> R<Option<String>> {
-        self.with(|c| kv_get(c, key))
+        self.with(Sync::Lazy, |c| kv_get(c, key))
     }
 
     /// Writes a small value.
     pub fn set(&self, key: &str, value: &str) -> R<()> {
-        self.with(|c| kv_set(c, key, value))
+        self.with(Sync::Durable, |c| kv_set(c, key, value))
     }
 
     /// Looks at a journal without changing it (`latchkey check`): how many results wait to be

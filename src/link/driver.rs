@@ -69,6 +69,9 @@ impl DriverConfig {
     }
 }
 
+/// How long after a change on the device the check-in that reports it is made.
+pub const CHANGE_SETTLE: Duration = Duration::from_millis(250);
+
 /// Why the driver stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stopped {
@@ -200,6 +203,9 @@ impl Driver {
             timer.reset();
         }
         let mut watchdog_tick = self.watchdog.interval().map(tokio::time::interval);
+        // A change on the device is reported once things settle: a burst of commands makes one
+        // check-in, and a check-in never holds up a command pushed right behind the last one.
+        let mut change_due: Option<Instant> = None;
         let mut queue: std::collections::VecDeque<Action> = machine.next(Event::Start, Instant::now()).into();
         loop {
             while let Some(action) = queue.pop_front() {
@@ -250,6 +256,7 @@ impl Driver {
                 _ = shutdown.cancelled() => Event::Shutdown,
                 _ = until(reconnect_at) => { reconnect_at = None; Event::ReconnectDue }
                 _ = until(renew_at) => { renew_at = None; Event::RenewalDue }
+                _ = until(change_due) => { change_due = None; Event::DeviceChanged }
                 pushed = next_pushed(&mut session.stream) => match pushed {
                     Ok(Some(Pushed::Command(command))) => {
                         tracing::info!(command_id = %command.command_id, "command pushed");
@@ -265,7 +272,10 @@ impl Driver {
                 _ = poll.tick() => Event::PollDue,
                 _ = checkin.tick() => Event::CheckinDue,
                 _ = self.results_ready.notified() => Event::ResultsReady,
-                _ = self.device_changed.notified() => Event::DeviceChanged,
+                _ = self.device_changed.notified() => {
+                    change_due.get_or_insert_with(|| Instant::now() + CHANGE_SETTLE);
+                    continue;
+                }
                 _ = tick(&mut watchdog_tick) => { self.watchdog.ping(); continue; }
             };
             if event == Event::StreamLost {
@@ -396,6 +406,7 @@ impl Driver {
 pub async fn flush(link: &mut dyn ServerLink, device: &dyn DeviceSide) -> Result<(), LinkError> {
     for result in device.unreported().await {
         let id = result.command_id.clone();
+        tracing::debug!(command_id = %id, "reporting result");
         match link.report(&result).await {
             Ok(reply) => {
                 device.acknowledged(&id).await;

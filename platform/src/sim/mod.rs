@@ -13,6 +13,7 @@ use crate::facts::ResetTokenState;
 use crate::port::{DevicePort, EffectId, LockReport, PinReport, PortError, PortSnapshot};
 use crate::secret::{Secret, SecretBytes};
 
+pub mod file;
 pub mod profile;
 pub mod state;
 
@@ -21,26 +22,78 @@ pub use state::{Effect, SimState};
 /// A simulated device bound to its state file.
 pub struct SimPort {
     path: PathBuf,
+    /// The state as last read or written, and which file it came from.
+    cached: Option<(Stamp, SimState)>,
+}
+
+/// Identifies one version of the state file: the person at the device (`latchkey sim user`)
+/// or a test may change it at any time — in place (a new version number) or by replacing it
+/// (a new inode).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    version: file::Version,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Self, PortError> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).map_err(|e| PortError::Unavailable(format!("{}: {e}", path.display())))?;
+        let version = file::version(path).map_err(PortError::Unavailable)?;
+        Ok(Self { dev: m.dev(), ino: m.ino(), version })
+    }
 }
 
 impl SimPort {
     /// Opens the simulator at `path` (the file must exist: `latchkey sim init`).
     pub fn open(path: &Path) -> Result<Self, PortError> {
-        SimState::load(path).map_err(PortError::Unavailable)?;
-        Ok(Self { path: path.to_owned() })
+        let mut port = Self { path: path.to_owned(), cached: None };
+        port.current()?;
+        Ok(port)
     }
 
-    /// Loads the state, changes it and writes it back in one atomic replace: the effect and its
-    /// record land together or not at all, so a failed save means nothing happened.
+    /// The state in the file now: parsed again only when the file changed since.
+    fn current(&mut self) -> Result<&mut SimState, PortError> {
+        let stamp = Stamp::of(&self.path)?;
+        if self.cached.as_ref().map(|(s, _)| *s) != Some(stamp) {
+            let state = SimState::load(&self.path).map_err(PortError::Unavailable)?;
+            self.cached = Some((stamp, state));
+        }
+        match &mut self.cached {
+            Some((_, state)) => Ok(state),
+            None => Err(PortError::Unavailable("simulator state not loaded".into())),
+        }
+    }
+
+    /// Changes the state and writes it back in one atomic replace: the effect and its record
+    /// land together or not at all, so a failed save means nothing happened.
     fn update<T>(&mut self, f: impl FnOnce(&mut SimState) -> Result<T, PortError>) -> Result<T, PortError> {
-        let mut state = SimState::load(&self.path).map_err(PortError::Unavailable)?;
-        let value = f(&mut state)?;
-        state.save(&self.path).map_err(PortError::Unavailable)?;
-        Ok(value)
+        let path = self.path.clone();
+        let outcome = self.current().and_then(|state| {
+            let value = f(state)?;
+            let version = state.save_versioned(&path).map_err(PortError::Unavailable)?;
+            Ok((value, version))
+        });
+        match outcome {
+            Ok((value, version)) => {
+                // Our own write's version: a change by someone else after it shows as another.
+                let stamp = Stamp { version, ..Stamp::of(&self.path)? };
+                if let Some((cached, _)) = &mut self.cached {
+                    *cached = stamp;
+                }
+                Ok(value)
+            }
+            // The copy in memory may be half-changed: the file is the truth.
+            Err(e) => {
+                self.cached = None;
+                Err(e)
+            }
+        }
     }
 
-    fn read(&self) -> Result<SimState, PortError> {
-        SimState::load(&self.path).map_err(PortError::Unavailable)
+    fn read(&mut self) -> Result<&SimState, PortError> {
+        Ok(self.current()?)
     }
 }
 

@@ -13,6 +13,10 @@ use crate::policy::{self, PasscodePolicy};
 use crate::port::{EffectId, LockReport, MessageResult, PinReport, PortError};
 use crate::secret::{Secret, SecretBytes};
 
+/// Side effects kept in the state file (the oldest are dropped), as the linux port keeps its
+/// effect records: enough to answer for any command still in flight after a crash.
+pub const EFFECTS_KEPT: usize = 256;
+
 /// One applied side effect.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effect {
@@ -88,17 +92,28 @@ fn matches(secret: &str, hashed: &str) -> bool {
 impl SimState {
     /// Reads a state file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (bytes, _) = super::file::read(path)?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a simulator state file: {e}", path.display()))
     }
 
-    /// Writes the state file atomically (0600).
+    /// Writes the state: all or nothing, durable when this returns (see [`super::file`]).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        crate::atomic::write(path, &bytes, 0o600).map_err(|e| format!("{}: {e}", path.display()))
+        self.save_versioned(path).map(|_| ())
+    }
+
+    /// [`Self::save`], returning the version written.
+    pub(crate) fn save_versioned(&self, path: &Path) -> Result<super::file::Version, String> {
+        let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        super::file::write(path, &bytes)
     }
 
     pub(crate) fn record(&mut self, effect: EffectId<'_>, kind: &str, details: BTreeMap<String, String>) {
+        // A bounded history: the state file is read and rewritten on every call, so it must not
+        // grow with the device's age. Recovery asks about the latest commands only.
+        if self.effects.len() >= EFFECTS_KEPT {
+            let excess = self.effects.len() + 1 - EFFECTS_KEPT;
+            self.effects.drain(..excess);
+        }
         self.effects.push(Effect {
             command_id: effect.0.to_owned(),
             kind: kind.to_owned(),

@@ -1,10 +1,17 @@
-//! The SQLite backend (WAL, `synchronous = FULL`, `secure_delete`).
+//! The SQLite backend (WAL, `secure_delete`).
 //!
 //! Writes go through one writer thread that owns the only write connection. It takes whatever
 //! writes are queued (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
 //! `BEGIN IMMEDIATE` transaction and commits once — group commit: one fsync for the batch, and no
 //! deferred transaction that could fail to upgrade its lock (`database is locked`). A write is
-//! answered only after the commit. Other processes (the admin CLI) take the same write lock with
+//! answered only after the commit.
+//!
+//! Each write says whether it must survive a power loss ([`Durability`]). A batch holding any
+//! durable write commits with `synchronous = FULL` (the WAL is fsynced before the answer);
+//! a batch of bookkeeping only (a delivery marked sent, a check-in, last-seen times, online
+//! flags) commits with `NORMAL`: no fsync, still atomic and ordered before any later FULL
+//! commit, and at worst lost to a power cut — after which the command is delivered again (the
+//! agent's journal knows it) and the device reports its state again at its next check-in. Other processes (the admin CLI) take the same write lock with
 //! `BEGIN IMMEDIATE` and wait for it with a busy timeout. Reads run on their own connections off
 //! the async threads.
 use std::collections::BTreeMap;
@@ -35,7 +42,21 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READERS_KEPT: usize = 8;
 
 type Finisher = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Finisher + Send>;
+type Run = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Finisher + Send>;
+
+/// Whether a write must be on disk before it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// Fsynced before the answer: commands, results, enrollments, tokens, escrow.
+    Durable,
+    /// Committed, not fsynced: bookkeeping that is rebuilt if lost (see the module doc).
+    Bookkeeping,
+}
+
+struct Job {
+    durability: Durability,
+    run: Run,
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -108,13 +129,19 @@ fn writer_loop(conn: Connection, jobs: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").map_err(sql) {
+        let durable = batch.iter().any(|job| job.durability == Durability::Durable);
+        let sync = if durable { "FULL" } else { "NORMAL" };
+        let begun = conn
+            .pragma_update(None, "synchronous", sync)
+            .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"))
+            .map_err(sql);
+        if let Err(e) = begun {
             for job in batch {
-                job(Err(e.clone()))(Err(e.clone()));
+                (job.run)(Err(e.clone()))(Err(e.clone()));
             }
             continue;
         }
-        let finishers: Vec<Finisher> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let finishers: Vec<Finisher> = batch.into_iter().map(|job| (job.run)(Ok(&conn))).collect();
         let commit = conn.execute_batch("COMMIT").map_err(sql);
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -139,12 +166,29 @@ impl SqliteStore {
         Ok(Self { path: path.to_owned(), writer, readers: Arc::default() })
     }
 
+    /// A write that must be on disk before it is answered.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.submit(Durability::Durable, f).await
+    }
+
+    /// A bookkeeping write (see [`Durability::Bookkeeping`]).
+    async fn note<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(Durability::Bookkeeping, f).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| match conn {
+        let run: Run = Box::new(move |conn| match conn {
             Err(e) => {
                 let _ = reply.send(Err(e));
                 Box::new(|_| {})
@@ -156,7 +200,7 @@ impl SqliteStore {
                 })
             }
         });
-        match self.writer.try_send(job) {
+        match self.writer.try_send(Job { durability, run }) {
             Ok(()) => {}
             // The queue is full: wait for room off the async threads.
             Err(TrySendError::Full(job)) => {
@@ -444,7 +488,7 @@ impl Store for SqliteStore {
         );
         let doc =
             serde_json::to_string(&ReportedDoc { v: 1, reported }).map_err(|e| StoreError::Failure(e.to_string()))?;
-        self.write(move |c| {
+        self.note(move |c| {
             let n = c
                 .execute(
                     "UPDATE devices SET last_checkin = ?2, last_seen = MAX(last_seen, ?2), reset_token_state = ?3,
@@ -495,7 +539,7 @@ impl Store for SqliteStore {
 
     async fn set_online(&self, device_id: &str, online: bool, now: i64) -> Result<(), StoreError> {
         let device_id = device_id.to_owned();
-        self.write(move |c| {
+        self.note(move |c| {
             c.execute(
                 "UPDATE devices SET online = ?2, last_seen = MAX(last_seen, ?3) WHERE device_id = ?1",
                 params![device_id, online, now],
@@ -507,11 +551,11 @@ impl Store for SqliteStore {
     }
 
     async fn all_offline(&self) -> Result<(), StoreError> {
-        self.write(|c| c.execute("UPDATE devices SET online = 0 WHERE online = 1", []).map(|_| ()).map_err(sql)).await
+        self.note(|c| c.execute("UPDATE devices SET online = 0 WHERE online = 1", []).map(|_| ()).map_err(sql)).await
     }
 
     async fn touch(&self, seen: Vec<(String, i64)>) -> Result<(), StoreError> {
-        self.write(move |c| {
+        self.note(move |c| {
             let mut stmt = c
                 .prepare_cached("UPDATE devices SET last_seen = MAX(last_seen, ?2) WHERE device_id = ?1")
                 .map_err(sql)?;
@@ -596,9 +640,11 @@ impl Store for SqliteStore {
     async fn deliverable(&self, device_id: &str, now: i64) -> Result<Vec<v1::Command>, StoreError> {
         let device_id = device_id.to_owned();
         self.read(move |c| {
+            // The open-commands index by name: without statistics the planner prefers
+            // commands_by_device and reads every command the device ever had.
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT payload FROM commands WHERE device_id = ?1 AND state IN ('pending', 'sent')
+                    "SELECT payload FROM commands INDEXED BY commands_open WHERE device_id = ?1 AND state IN ('pending', 'sent')
                      AND deliver_after <= ?2 AND expires_at > ?2 AND payload IS NOT NULL ORDER BY issued_at, command_id",
                 )
                 .map_err(sql)?;
@@ -614,7 +660,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_sent(&self, ids: Vec<String>, now: i64) -> Result<(), StoreError> {
-        self.write(move |c| {
+        self.note(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "UPDATE commands SET state = 'sent', attempts = attempts + 1,
@@ -773,14 +819,17 @@ impl Store for SqliteStore {
                            c.sent_at, c.reported_at
                          FROM commands c JOIN devices d ON d.device_id = c.device_id
                          WHERE (?2 IS NULL OR c.device_id = ?2) AND (?3 IS NULL OR {STATE_AT} = ?3)
-                           AND (?4 IS NULL OR c.issued_at >= ?4)
+                           AND (?4 IS NULL OR c.issued_at >= ?4) AND (?6 IS NULL OR c.command_id = ?6)
                          ORDER BY c.issued_at DESC, c.command_id DESC LIMIT ?5"
                     ))
                     .map_err(sql)?;
                 let limit = filter.limit.map(|n| n as i64).unwrap_or(-1);
                 let state = filter.state.map(CommandState::as_str);
                 let rows = stmt
-                    .query_map(params![now, filter.device_id, state, filter.since, limit], action_row)
+                    .query_map(
+                        params![now, filter.device_id, state, filter.since, limit, filter.command_id],
+                        action_row,
+                    )
                     .map_err(sql)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(sql)
             })
@@ -852,7 +901,8 @@ impl Store for SqliteStore {
             }
             let oldest: Option<i64> = c
                 .query_row(
-                    "SELECT min(issued_at) FROM commands WHERE state IN ('pending', 'sent') AND expires_at > ?1",
+                    "SELECT min(issued_at) FROM commands INDEXED BY commands_open_expiry
+                     WHERE state IN ('pending', 'sent') AND expires_at > ?1",
                     params![now],
                     |r| r.get(0),
                 )

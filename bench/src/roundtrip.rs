@@ -1,0 +1,162 @@
+//! `roundtrip`: one agent (the device build, its own process) and the server (its own
+//! process); commands issued one after another through the admin API — stored, pushed,
+//! journaled, applied on the simulated device, reported — each timed from the admin call to
+//! the stored result.
+//!
+//! The floor, measured in the same run on the same disk and the same mTLS channel: one bare
+//! unary RPC (gRPC health check, which touches no storage) plus the fsyncs a durable command
+//! truly needs: (1) the server stores the command, (2) the agent journals it before acting,
+//! (3) the device records its own change, (4) the agent journals the result, (5) the server
+//! stores the result. Anything above that is ours.
+use std::io::{Seek, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use latchkey_platform::request::Request;
+use latchkey_server::admin::ActionOptions;
+use latchkey_server::records::{ActionFilter, CommandState};
+
+use crate::procs::{agent_config, AgentProc, Bins, ServerProc};
+use crate::report::{emit, note, Samples};
+
+const BENCH: &str = "roundtrip";
+/// The durable writes a command needs (see the module doc).
+pub const NEEDED_FSYNCS: f64 = 5.0;
+
+/// What to run.
+pub struct Options {
+    /// Commands timed.
+    pub commands: usize,
+    /// Samples for each floor component.
+    pub floor_samples: usize,
+}
+
+/// 512 bytes written and fdatasync'd, `n` times, in `dir`; seconds each.
+pub fn fsync_samples(dir: &std::path::Path, n: usize) -> Result<Samples> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let block = [0x5au8; 512];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        file.rewind()?;
+        file.write_all(&block)?;
+        file.sync_data()?;
+        out.push(t.elapsed().as_secs_f64());
+    }
+    std::fs::remove_file(path)?;
+    Ok(Samples::new(out))
+}
+
+/// Bare unary RPCs over an mTLS channel with the agent's own identity; seconds each.
+async fn unary_samples(server: &ServerProc, agent: &AgentProc, n: usize) -> Result<Samples> {
+    let state = agent.config.with_file_name("state");
+    let identity: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("identity.json"))?)?;
+    let cert = identity["certificate_pem"].as_str().context("certificate")?;
+    let key = identity["private_key_pem"].as_str().context("key")?;
+    let ca = std::fs::read_to_string(server.ca())?;
+    let tls = latchkey::transport::tls::client_config(&ca, Some((cert, key))).map_err(anyhow::Error::msg)?;
+    let channel = latchkey::transport::channel(&format!("https://{}", server.addr), tls, Duration::from_secs(10))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+        if i >= 20 {
+            out.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(Samples::new(out))
+}
+
+/// Runs the benchmark.
+pub fn run(bins: &Bins, options: &Options) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let dir = crate::procs::run_dir("latchkey-roundtrip-")?;
+    let server = ServerProc::start(&bins.server, &dir.path().join("server"), "20s")?;
+    let admin = server.admin()?;
+    let config = agent_config(&dir.path().join("agent"), &server, "20s")?;
+    let agent = rt.block_on(AgentProc::enroll_and_start(&bins.agent, &config, &admin))?;
+    agent.wait_stream(Duration::from_secs(30))?;
+    note(
+        BENCH,
+        "setup",
+        &format!(
+            "server {} and agent {} as separate processes, release builds, disk {}",
+            bins.server.display(),
+            bins.agent.display(),
+            dir.path().display()
+        ),
+    );
+
+    let lock = Request::Lock { message: String::new(), phone: String::new() };
+    let queue = |admin: &latchkey_server::admin::Admin| {
+        let options = ActionOptions { ttl: Duration::from_secs(600), force: false };
+        rt.block_on(admin.queue_action(&agent.device_id, &lock, options))
+    };
+    let wait = |command_id: &str| -> Result<latchkey_server::records::ActionRecord> {
+        let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = rt.block_on(admin.store.actions(filter.clone(), latchkey_server::now_ms()))?;
+            if let Some(row) =
+                rows.into_iter().next().filter(|r| !matches!(r.state, CommandState::Pending | CommandState::Sent))
+            {
+                return Ok(row);
+            }
+            if Instant::now() > until {
+                bail!("no result for {command_id} within 30 s");
+            }
+            // Polling from another process: 100 µs adds at most that to a sample.
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    };
+
+    for _ in 0..20 {
+        let queued = queue(&admin)?;
+        wait(&queued.command_id)?;
+    }
+    let mut issuing = Vec::with_capacity(options.commands);
+    let mut observed = Vec::with_capacity(options.commands);
+    let mut recorded = Vec::with_capacity(options.commands);
+    let started = Instant::now();
+    for _ in 0..options.commands {
+        let t = Instant::now();
+        let queued = queue(&admin)?;
+        issuing.push(t.elapsed().as_secs_f64() * 1000.0);
+        let row = wait(&queued.command_id)?;
+        observed.push(t.elapsed().as_secs_f64() * 1000.0);
+        if row.state != CommandState::Done(latchkey_platform::Status::Succeeded) {
+            bail!("command {} ended {}", row.command_id, row.state.as_str());
+        }
+        recorded.push((row.reported_at - row.issued_at) as f64);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let fsync = fsync_samples(&config.with_file_name("state"), options.floor_samples)?;
+    let unary = rt.block_on(unary_samples(&server, &agent, options.floor_samples))?;
+    let fsync_ms = fsync.p(50.0) * 1000.0;
+    let unary_ms = unary.p(50.0) * 1000.0;
+    let floor = unary_ms + NEEDED_FSYNCS * fsync_ms;
+    emit(BENCH, "floor_unary_mtls_p50", unary_ms, "ms", None);
+    emit(BENCH, "floor_fsync_512b_p50", fsync_ms, "ms", None);
+    emit(BENCH, "floor_p50", floor, "ms", None);
+
+    let observed = Samples::new(observed);
+    let recorded = Samples::new(recorded);
+    emit(BENCH, "commands", observed.len() as f64, "count", None);
+    for p in [50.0, 90.0, 99.0] {
+        emit(BENCH, &format!("latency_p{p}"), observed.p(p), "ms", Some(floor));
+    }
+    emit(BENCH, "latency_max", observed.p(100.0), "ms", Some(floor));
+    // The admin's part: store the command (one fsync), tell the serving process.
+    emit(BENCH, "issue_p50", Samples::new(issuing).p(50.0), "ms", None);
+    emit(BENCH, "server_recorded_p50", recorded.p(50.0), "ms", None);
+    emit(BENCH, "server_recorded_p99", recorded.p(99.0), "ms", None);
+    emit(BENCH, "throughput", options.commands as f64 / elapsed, "commands/s", None);
+    drop(agent);
+    Ok(())
+}
