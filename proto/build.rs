@@ -22,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let fds = protox::compile(files, ["."])?;
-    tonic_prost_build::configure().skip_debug(SECRET_BEARING.iter().map(|p| format!(".{p}"))).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SmallCodec")
+        .skip_debug(SECRET_BEARING.iter().map(|p| format!(".{p}")))
+        .compile_fds(fds)?;
     Ok(())
 }

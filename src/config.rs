@@ -335,7 +335,7 @@ impl Config {
                 });
             }
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if latchkey_common::log::parse_level(&self.log.level).is_err() {
             return invalid("log.level", "is not a log filter (try \"info\" or \"latchkey=debug,warn\")");
         }
         Ok(())

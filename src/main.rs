@@ -135,15 +135,7 @@ enum BridgeCommand {
 
 fn main() {
     let cli = Cli::parse();
-    let code = match dispatch(cli.command) {
-        Ok(code) => code,
-        Err(e) => {
-            let code = e.downcast_ref::<Exit>().map(|e| e.code).unwrap_or(Code::Failure);
-            eprintln!("latchkey: {}", exit::render(e.as_ref()));
-            code
-        }
-    };
-    std::process::exit(code.number());
+    exit::finish("latchkey", dispatch(cli.command));
 }
 
 /// One thread runs the agent's async work: it waits on the network almost all the time, and

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::procs::{agent_config, AgentProc, Bins, ServerProc};
-use crate::procstat::ProcStat;
+use crate::procstat::{ProcStat, SwitchCounter};
 use crate::report::{emit, note};
 
 const BENCH: &str = "footprint";
@@ -36,8 +36,12 @@ pub fn run(bins: &Bins, window: Duration) -> Result<()> {
 
     // Let start-up settle, then watch an idle window.
     std::thread::sleep(Duration::from_secs(2));
-    let before = ProcStat::of(agent.pid())?;
-    std::thread::sleep(window);
+    let mut switches = SwitchCounter::start(agent.pid())?;
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        switches.sample()?;
+    }
     let after = ProcStat::of(agent.pid())?;
     let heartbeats = window.as_secs_f64() / HEARTBEAT.as_secs_f64();
     emit(BENCH, "pss", after.pss_kib as f64, "KiB", None);
@@ -45,7 +49,7 @@ pub fn run(bins: &Bins, window: Duration) -> Result<()> {
     emit(BENCH, "threads", after.threads as f64, "count", None);
     emit(BENCH, "idle_window", window.as_secs_f64(), "s", None);
     // Baseline: the heartbeats due in the window; the ratio is wake-ups per heartbeat.
-    emit(BENCH, "wakeups", (after.switches - before.switches) as f64, "count", Some(heartbeats));
+    emit(BENCH, "wakeups", switches.total as f64, "count", Some(heartbeats));
     drop(agent);
     Ok(())
 }

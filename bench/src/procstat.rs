@@ -1,5 +1,5 @@
 //! What /proc says about a process: resident and proportional memory, threads, and context
-//! switches summed over its threads (each one is a wake-up).
+//! switches counted over its threads (each one is a wake-up).
 use anyhow::{Context, Result};
 
 /// One reading.
@@ -11,8 +11,6 @@ pub struct ProcStat {
     pub pss_kib: u64,
     /// Threads.
     pub threads: u64,
-    /// Voluntary plus involuntary context switches of every thread.
-    pub switches: u64,
 }
 
 fn field(text: &str, name: &str) -> Option<u64> {
@@ -25,18 +23,47 @@ impl ProcStat {
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid}"))?;
         let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        let mut switches = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
-            let text = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            switches += field(&text, "voluntary_ctxt_switches:").unwrap_or(0)
-                + field(&text, "nonvoluntary_ctxt_switches:").unwrap_or(0);
-        }
         Ok(Self {
             rss_kib: field(&status, "VmRSS:").unwrap_or(0),
             pss_kib: field(&rollup, "Pss:").unwrap_or(0),
             threads: field(&status, "Threads:").unwrap_or(0),
-            switches,
         })
+    }
+}
+
+/// Context switches of a process over a window, counted per thread: threads come and go (the
+/// agent's blocking pool lets idle ones exit), and a sum over the threads alive at two instants
+/// would lose the switches of those that left and can even go backwards. Sampled often enough
+/// that a thread's switches are seen before it exits (the pool keeps idle threads 10 s).
+pub struct SwitchCounter {
+    pid: u32,
+    last: std::collections::HashMap<u32, u64>,
+    /// Switches since the counter started.
+    pub total: u64,
+}
+
+impl SwitchCounter {
+    /// Starts counting from the switches each thread has now.
+    pub fn start(pid: u32) -> Result<Self> {
+        let mut counter = Self { pid, last: Default::default(), total: 0 };
+        counter.sample()?;
+        counter.total = 0;
+        Ok(counter)
+    }
+
+    /// Adds what every thread did since the last sample (a new thread's whole count is new).
+    pub fn sample(&mut self) -> Result<()> {
+        let mut now = std::collections::HashMap::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))?.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+            let text = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let switches = field(&text, "voluntary_ctxt_switches:").unwrap_or(0)
+                + field(&text, "nonvoluntary_ctxt_switches:").unwrap_or(0);
+            self.total += switches.saturating_sub(self.last.get(&tid).copied().unwrap_or(0));
+            now.insert(tid, switches);
+        }
+        self.last = now;
+        Ok(())
     }
 }
 

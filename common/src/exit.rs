@@ -47,6 +47,20 @@ impl Exit {
     }
 }
 
+/// Ends the process: success or failure by its code, an error printed once as
+/// `program: what: why` and its code (an [`Exit`] inside it) as the exit status.
+pub fn finish(program: &str, result: anyhow::Result<Code>) -> ! {
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.downcast_ref::<Exit>().map(|e| e.code).unwrap_or(Code::Failure);
+            eprintln!("{program}: {}", render(e.as_ref()));
+            code
+        }
+    };
+    std::process::exit(code.number());
+}
+
 /// Renders an error and its causes as one line: `a: b: c`, each cause once (I/O errors often
 /// repeat their cause in their own text).
 pub fn render(error: &(dyn std::error::Error + 'static)) -> String {

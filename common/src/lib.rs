@@ -9,6 +9,7 @@
 //! - [`exit`]: the process exit codes and the one way errors are printed.
 //! - [`socket`]: Unix sockets that are 0600 from the moment they exist.
 //! - [`cli`]: man pages and shell completions generated from a binary's `clap` definition.
+//! - [`nested_cargo`]: building the server binary from the demo and the tests.
 #![forbid(unsafe_code)]
 
 /// `--version` of every binary: the package version and the git revision it was built from.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod exit;
 pub mod hex;
 pub mod log;
+pub mod nested_cargo;
 pub mod secret_input;
 pub mod socket;
 pub mod time;

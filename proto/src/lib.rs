@@ -21,6 +21,7 @@ pub mod bridge {
     }
 }
 
+pub mod codec;
 pub mod convert;
 mod redact;
 

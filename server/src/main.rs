@@ -264,15 +264,7 @@ fn main() {
     let serving = matches!(cli.command, Command::Serve(_));
     // Admin commands print results on stdout; their log lines stay out of the way.
     let _logging = latchkey_common::log::init(if serving { "info" } else { "warn" });
-    let code = match run(cli) {
-        Ok(()) => Code::Ok,
-        Err(e) => {
-            let code = e.downcast_ref::<Exit>().map(|e| e.code).unwrap_or(Code::Failure);
-            eprintln!("latchkey-server: {}", exit::render(e.as_ref()));
-            code
-        }
-    };
-    std::process::exit(code.number());
+    exit::finish("latchkey-server", run(cli).map(|()| Code::Ok));
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -245,7 +245,9 @@ impl DeviceService for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let device_id = self.device_of(&request).await?;
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel::<Result<v1::ServerEvent, Status>>(32);
+        // Boxed events: the channel's slots are allocated 32 at a time whatever its capacity,
+        // and an unboxed event (with tonic's Status beside it) is ~120 bytes. One per device.
+        let (tx, rx) = mpsc::channel::<Box<v1::ServerEvent>>(8);
         let registration = self.hub.register(&device_id);
         if let Err(e) = self.store.set_online(&device_id, true, now_ms()).await {
             tracing::warn!(device_id = %device_id, error = %e, "recording the stream");
@@ -260,7 +262,8 @@ impl DeviceService for Service {
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(stream.run(registration, inbound, tx));
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |event| Ok(*event));
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn poll(&self, request: Request<v1::PollRequest>) -> Result<Response<v1::PollResponse>, Status> {
@@ -354,7 +357,7 @@ impl PushStream {
         self,
         registration: crate::hub::Registration,
         mut inbound: Streaming<v1::AgentEvent>,
-        tx: mpsc::Sender<Result<v1::ServerEvent, Status>>,
+        tx: mpsc::Sender<Box<v1::ServerEvent>>,
     ) {
         let device_id = registration.device_id.clone();
         let hello = v1::ServerEvent {
@@ -368,7 +371,7 @@ impl PushStream {
         let mut last_seen = tokio::time::Instant::now();
         // Until the device says otherwise, it beats as often as we do.
         let mut silence = self.heartbeat * 3;
-        if tx.send(Ok(hello)).await.is_ok() {
+        if tx.send(Box::new(hello)).await.is_ok() {
             loop {
                 if self.push(&device_id, &tx, &mut delivered).await.is_err() {
                     break;
@@ -381,7 +384,7 @@ impl PushStream {
                             break;
                         }
                         let beat = v1::ServerEvent { event: Some(v1::server_event::Event::Heartbeat(v1::Heartbeat { sent_at_unix_ms: now_ms() })) };
-                        if tx.send(Ok(beat)).await.is_err() { break; }
+                        if tx.send(Box::new(beat)).await.is_err() { break; }
                     }
                     message = inbound.message() => match message {
                         Ok(Some(event)) => {
@@ -412,7 +415,7 @@ impl PushStream {
     async fn push(
         &self,
         device_id: &str,
-        tx: &mpsc::Sender<Result<v1::ServerEvent, Status>>,
+        tx: &mpsc::Sender<Box<v1::ServerEvent>>,
         delivered: &mut HashSet<String>,
     ) -> Result<(), ()> {
         let now = now_ms();
@@ -434,7 +437,7 @@ impl PushStream {
             }
             let id = command.command_id.clone();
             let event = v1::ServerEvent { event: Some(v1::server_event::Event::Command(command)) };
-            tx.send(Ok(event)).await.map_err(|_| ())?;
+            tx.send(Box::new(event)).await.map_err(|_| ())?;
             tracing::debug!(device_id = %device_id, command_id = %id, "command sent");
             delivered.insert(id.clone());
             sent.push(id);

@@ -43,20 +43,9 @@ fn server_binary() -> Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     if manifest.exists() {
         eprintln!("latchkey demo: building latchkey-server (first run only)…");
-        let mut build = Command::new(env!("CARGO"));
-        // Not with the variables `cargo run` set for us: build scripts that read them (ring
-        // reads CARGO_MANIFEST_DIR) would rebuild half the tree here and again afterwards.
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(set_by_cargo_for_a_crate) {
-                build.env_remove(key);
-            }
-        }
-        build
-            .args(["build", "--quiet", "-p", "latchkey-server", "--bin", "latchkey-server", "--manifest-path"])
-            .arg(&manifest);
-        if me.components().any(|c| c.as_os_str() == "release") {
-            build.arg("--release");
-        }
+        let release = me.components().any(|c| c.as_os_str() == "release");
+        let mut build = latchkey_common::nested_cargo::build(env!("CARGO"), "latchkey-server", release);
+        build.arg("--manifest-path").arg(&manifest);
         let status = build.status().context("running cargo")?;
         if status.success() && beside.exists() {
             return Ok(beside);
@@ -438,20 +427,4 @@ pub fn run(keep: Option<PathBuf>, json: bool) -> Result<bool> {
         );
     }
     Ok(all_ok)
-}
-
-/// The variables cargo sets for the crate it runs (as opposed to the user's own `CARGO_*`
-/// configuration, which a nested build must keep).
-fn set_by_cargo_for_a_crate(key: &str) -> bool {
-    [
-        "CARGO_MANIFEST_",
-        "CARGO_PKG_",
-        "CARGO_BIN_",
-        "CARGO_CRATE_NAME",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_TARGET_TMPDIR",
-        "CARGO_RUSTC_CURRENT_DIR",
-    ]
-    .iter()
-    .any(|prefix| key.starts_with(prefix))
 }

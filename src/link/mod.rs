@@ -2,7 +2,7 @@
 //!
 //! [`ServerLink`] is the seam: typed calls (`check_in`, `escrow`, `poll`, `report`, `renew`,
 //! `subscribe`, `unenroll`) that every dialect implements — the native gRPC one in
-//! `transport::grpc`, Apple's MDM check-in and command protocol in `transport::apple`. What a
+//! `transport::grpc`; Apple's MDM check-in and command protocol is designed to be the second. What a
 //! dialect cannot do it says (`renew` → `None`, `subscribe` → `None`: poll instead), and a report
 //! may hand back the next commands (Apple's protocol answers a result with the next command).
 //!

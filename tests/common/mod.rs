@@ -23,19 +23,8 @@ pub fn agent_bin() -> PathBuf {
 pub fn server_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "latchkey-server", "--bin", "latchkey-server"]);
-        // Without the variables cargo set for this test process: build scripts that read them
-        // (ring's reads CARGO_MANIFEST_DIR) would see a change, and the nested build and the
-        // next `cargo test` would rebuild half the tree, each undoing the other.
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(set_by_cargo_for_a_crate) {
-                build.env_remove(key);
-            }
-        }
-        if agent_bin().parent().and_then(Path::file_name).is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
+        let release = agent_bin().parent().and_then(Path::file_name).is_some_and(|p| p == "release");
+        let mut build = latchkey_common::nested_cargo::build(env!("CARGO"), "latchkey-server", release);
         let status = build.status().expect("cargo build latchkey-server");
         assert!(status.success(), "building latchkey-server failed");
     });
@@ -514,20 +503,4 @@ pub fn linux_root(root: &Path, kiosk_line: &str) -> PathBuf {
     std::fs::write(fake.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").expect("os-release");
     std::fs::write(fake.join("etc/login.defs"), "ENCRYPT_METHOD YESCRYPT\n").expect("login.defs");
     fake
-}
-
-/// The variables cargo sets for the crate it runs (as opposed to the user's own `CARGO_*`
-/// configuration, which a nested build must keep).
-fn set_by_cargo_for_a_crate(key: &str) -> bool {
-    [
-        "CARGO_MANIFEST_",
-        "CARGO_PKG_",
-        "CARGO_BIN_",
-        "CARGO_CRATE_NAME",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_TARGET_TMPDIR",
-        "CARGO_RUSTC_CURRENT_DIR",
-    ]
-    .iter()
-    .any(|prefix| key.starts_with(prefix))
 }
