@@ -164,6 +164,6 @@ impl DevicePort for SimPort {
     }
 
     fn effect_applied(&mut self, command_id: &str) -> Result<Option<bool>, PortError> {
-        Ok(Some(self.read()?.effects.iter().any(|e| e.command_id == command_id)))
+        Ok(self.read()?.applied(command_id))
     }
 }

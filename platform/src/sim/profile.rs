@@ -177,6 +177,7 @@ pub fn build(name: &str, options: &InitOptions) -> Result<SimState, PortError> {
         new_passcode_prompt: false,
         notifications: BTreeMap::new(),
         effects: Vec::new(),
+        effects_dropped: 0,
     };
     let initial = Secret::from(INITIAL_PASSCODE);
     let (device_pin, wp_pin) = (device_pin && !options.no_passcode, wp_pin && !options.no_passcode);

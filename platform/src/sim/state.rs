@@ -15,7 +15,7 @@ use crate::secret::{Secret, SecretBytes};
 
 /// Side effects kept in the state file (the oldest are dropped), as the linux port keeps its
 /// effect records: enough to answer for any command still in flight after a crash.
-pub const EFFECTS_KEPT: usize = 256;
+pub const EFFECTS_KEPT: usize = 32;
 
 /// One applied side effect.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,8 +76,12 @@ pub struct SimState {
     pub new_passcode_prompt: bool,
     /// Notifications on screen, by id.
     pub notifications: BTreeMap<String, String>,
-    /// Every side effect, in order.
+    /// The latest side effects, in order ([`EFFECTS_KEPT`] at most).
     pub effects: Vec<Effect>,
+    /// How many older effects were dropped: once any were, a command not in [`Self::effects`]
+    /// may still have been applied, and the honest answer is "cannot tell".
+    #[serde(default)]
+    pub effects_dropped: u64,
 }
 
 /// The simulator keeps credentials as SHA-512 crypt hashes, as a Linux shadow file would.
@@ -113,6 +117,7 @@ impl SimState {
         if self.effects.len() >= EFFECTS_KEPT {
             let excess = self.effects.len() + 1 - EFFECTS_KEPT;
             self.effects.drain(..excess);
+            self.effects_dropped += excess as u64;
         }
         self.effects.push(Effect {
             command_id: effect.0.to_owned(),
@@ -347,6 +352,18 @@ impl SimState {
         stored.as_deref().is_some_and(|h| matches(passcode.expose(), h))
     }
 
+    /// Whether a command's effect happened: `None` when it is not in the history and older
+    /// effects were dropped (it may be one of them).
+    pub fn applied(&self, command_id: &str) -> Option<bool> {
+        if self.effects.iter().any(|e| e.command_id == command_id) {
+            Some(true)
+        } else if self.effects_dropped == 0 {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// How many times a command's effect of `kind` was applied.
     pub fn effects_of(&self, command_id: &str, kind: &str) -> usize {
         self.effects.iter().filter(|e| e.command_id == command_id && e.kind == kind).count()
@@ -356,4 +373,26 @@ impl SimState {
 /// Hashes a starting passcode for a new profile (bypasses policy: it is the user's existing one).
 pub(crate) fn hash_for_init(passcode: &Secret) -> Result<String, PortError> {
     hash(passcode.expose())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the kept window the simulator no longer claims a command was never applied.
+    #[test]
+    fn an_effect_older_than_the_kept_history_is_cannot_tell_not_never_applied() {
+        let mut state = crate::sim::profile::build("android-do", &Default::default()).expect("profile");
+        state.record(EffectId("first"), "remote_lock", BTreeMap::new());
+        assert_eq!(state.applied("first"), Some(true));
+        assert_eq!(state.applied("never-sent"), Some(false));
+        for n in 0..EFFECTS_KEPT {
+            state.record(EffectId(&format!("later-{n}")), "remote_lock", BTreeMap::new());
+        }
+        assert_eq!(state.effects.len(), EFFECTS_KEPT);
+        assert_eq!(state.effects_dropped, 1);
+        assert_eq!(state.applied("later-0"), Some(true));
+        assert_eq!(state.applied("first"), None, "dropped: cannot tell");
+        assert_eq!(state.applied("never-sent"), None);
+    }
 }
