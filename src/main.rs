@@ -103,18 +103,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the man pages into a directory.
-    #[command(hide = true)]
-    Man {
-        /// Output directory.
-        dir: PathBuf,
-    },
-    /// Print a shell completion script.
-    #[command(hide = true)]
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
+    /// `man` and `completions` (hidden).
+    #[command(flatten)]
+    Docs(latchkey_common::cli::DocsCommand),
 }
 
 #[derive(Subcommand)]
@@ -265,13 +256,8 @@ fn dispatch(command: Command) -> anyhow::Result<Code> {
             let ok = cli::demo::run(keep, json)?;
             Ok(if ok { Code::Ok } else { Code::Failure })
         }
-        Command::Man { dir } => {
-            let written = latchkey_common::cli::write_man_pages(Cli::command(), &dir)?;
-            println!("{} man pages in {}", written.len(), dir.display());
-            Ok(Code::Ok)
-        }
-        Command::Completions { shell } => {
-            latchkey_common::cli::print_completions(Cli::command(), shell)?;
+        Command::Docs(docs) => {
+            docs.run(Cli::command())?;
             Ok(Code::Ok)
         }
     }

@@ -1,7 +1,39 @@
 //! Man pages and shell completions, generated from a binary's own `clap` definition so they
 //! never drift from it. The Debian package runs these at build time and installs the output.
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The hidden `man` and `completions` subcommands of every binary, flattened into its own
+/// command enum (`#[command(flatten)] Docs(DocsCommand)`).
+#[derive(Debug, clap::Subcommand)]
+pub enum DocsCommand {
+    /// Write the man pages into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+impl DocsCommand {
+    /// Writes the pages or prints the script for `command`, the binary's whole definition.
+    pub fn run(self, command: clap::Command) -> std::io::Result<()> {
+        match self {
+            Self::Man { dir } => {
+                let written = write_man_pages(command, &dir)?;
+                println!("{} man pages in {}", written.len(), dir.display());
+                Ok(())
+            }
+            Self::Completions { shell } => print_completions(command, shell),
+        }
+    }
+}
 
 /// Writes `NAME.1` and `NAME-SUB.1` (one per subcommand, recursively) into `dir`.
 pub fn write_man_pages(command: clap::Command, dir: &Path) -> std::io::Result<Vec<String>> {

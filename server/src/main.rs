@@ -91,18 +91,9 @@ enum Command {
         #[command(subcommand)]
         command: EscrowCommand,
     },
-    /// Write the man pages into a directory.
-    #[command(hide = true)]
-    Man {
-        /// Output directory.
-        dir: PathBuf,
-    },
-    /// Print a shell completion script.
-    #[command(hide = true)]
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
+    /// `man` and `completions` (hidden).
+    #[command(flatten)]
+    Docs(latchkey_common::cli::DocsCommand),
 }
 
 #[derive(Args)]
@@ -289,12 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", latchkey_server::ca::Authority::load(dir.path())?.ca_pem);
             Ok(())
         }
-        Command::Man { dir } => {
-            let written = latchkey_common::cli::write_man_pages(Cli::command(), &dir)?;
-            println!("{} man pages in {}", written.len(), dir.display());
-            Ok(())
-        }
-        Command::Completions { shell } => Ok(latchkey_common::cli::print_completions(Cli::command(), shell)?),
+        Command::Docs(docs) => Ok(docs.run(Cli::command())?),
         command => runtime()?.block_on(admin_command(&data, command)),
     }
 }
@@ -433,7 +419,7 @@ async fn admin_command(data: &Path, command: Command) -> anyhow::Result<()> {
             admin.import_unlock_token(&device, &SecretBytes::new(bytes.to_vec())).await?;
             println!("unlock token for {device} replaced");
         }
-        Command::Serve(_) | Command::Ca | Command::Man { .. } | Command::Completions { .. } => {}
+        Command::Serve(_) | Command::Ca | Command::Docs(_) => {}
     }
     Ok(())
 }
