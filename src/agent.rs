@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use latchkey_common::exit::{Code, Exit};
 
-use crate::config::{Config, ConnectMode};
+use crate::config::{Config, ConnectMode, Protocol};
 use crate::device::{Device, Problems};
 use crate::executor::{Executor, Fault};
 use crate::identity::{Identity, IdentityError};
@@ -88,16 +88,54 @@ pub fn load_identity(config: &Config) -> Result<Identity, Exit> {
     }
 }
 
+/// The Apple enrollment as this configuration runs it: the profile's URLs and topic, each
+/// replaced by the configuration's when it names one.
+pub fn apple_enrollment(config: &Config, identity: &Identity) -> Result<crate::apple::Enrollment, Exit> {
+    let Some(mut enrollment) = identity.apple.clone() else {
+        return Err(Exit::new(
+            Code::Usage,
+            "server.protocol is \"apple-mdm\" but this device was enrolled with the latchkey protocol: set it back, or unenroll and enroll with --mobileconfig".to_owned(),
+        ));
+    };
+    let server = &config.server;
+    for (configured, value) in [
+        (&server.url, &mut enrollment.server_url),
+        (&server.checkin_url, &mut enrollment.checkin_url),
+        (&server.topic, &mut enrollment.topic),
+    ] {
+        if !configured.is_empty() {
+            value.clone_from(configured);
+        }
+    }
+    Ok(enrollment)
+}
+
 /// The connector for the configured dialect.
 pub fn connector(config: &Config, identity: Arc<RwLock<Identity>>) -> Result<Arc<dyn Connector>, Exit> {
     let ca_pem =
         std::fs::read_to_string(&config.server.ca).map_err(|e| io_exit("reading server.ca", &config.server.ca, &e))?;
-    Ok(Arc::new(crate::transport::grpc::GrpcConnector {
-        url: config.server.url.clone(),
-        ca_pem,
-        identity,
-        connect_timeout: DriverConfig::rpc_deadline_for(config.connect.heartbeat),
-    }))
+    let connect_timeout = DriverConfig::rpc_deadline_for(config.connect.heartbeat);
+    match config.server.protocol {
+        Protocol::Latchkey => {
+            if identity.read().unwrap_or_else(|p| p.into_inner()).apple.is_some() {
+                return Err(Exit::new(
+                    Code::Usage,
+                    "this device was enrolled from an Apple enrollment profile: set server.protocol = \"apple-mdm\""
+                        .to_owned(),
+                ));
+            }
+            Ok(Arc::new(crate::transport::grpc::GrpcConnector {
+                url: config.server.url.clone(),
+                ca_pem,
+                identity,
+                connect_timeout,
+            }))
+        }
+        Protocol::AppleMdm => {
+            let enrollment = apple_enrollment(config, &identity.read().unwrap_or_else(|p| p.into_inner()))?;
+            Ok(Arc::new(crate::transport::apple::AppleConnector { enrollment, ca_pem, identity, connect_timeout }))
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled, or until the server stops managing the device.
@@ -225,7 +263,13 @@ fn status_source(
     link: Arc<Mutex<LinkStatus>>,
     problems: Problems,
 ) -> crate::control::StatusSource {
-    let server = config.server.url.clone();
+    let server = {
+        let identity = identity.read().unwrap_or_else(|p| p.into_inner());
+        match apple_enrollment(config, &identity) {
+            Ok(apple) if config.server.protocol == Protocol::AppleMdm => format!("{} (Apple MDM)", apple.server_url),
+            _ => config.server.url.clone(),
+        }
+    };
     Arc::new(move || {
         let snapshot = device.last_snapshot();
         Status {

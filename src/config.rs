@@ -53,13 +53,44 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         .map_err(|e| serde::de::Error::custom(format!("{e} (expected a duration such as \"20s\" or \"5m\")")))
 }
 
+/// The wire dialect the agent speaks to its server.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Latchkey's own gRPC protocol (push stream, typed results).
+    #[default]
+    Latchkey,
+    /// Apple's MDM check-in and command protocol (plist over HTTPS, polled).
+    AppleMdm,
+}
+
+impl Protocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Latchkey => "latchkey",
+            Self::AppleMdm => "apple-mdm",
+        }
+    }
+}
+
 /// `[server]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// `https://host:port` of the management server.
+    /// The wire dialect.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `https://host:port` of the management server; with `apple-mdm`, the MDM ServerURL
+    /// (empty: the enrollment profile's).
     #[serde(default)]
     pub url: String,
+    /// `apple-mdm`: the check-in URL (empty: the profile's CheckInURL, else the server URL).
+    #[serde(default)]
+    pub checkin_url: String,
+    /// `apple-mdm`: the push topic (empty: the profile's).
+    #[serde(default)]
+    pub topic: String,
     /// The only CA trusted for the server (PEM).
     #[serde(default = "default_ca")]
     pub ca: PathBuf,
@@ -294,11 +325,28 @@ impl Config {
     /// Semantic checks, separate from parsing.
     pub fn check(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
-        if !self.server.url.starts_with("https://") {
-            return invalid("server.url", "must be an https:// URL (there is no plaintext mode)");
-        }
-        if crate::transport::endpoint(&self.server.url).is_err() {
-            return invalid("server.url", "must be https://HOST:PORT");
+        match self.server.protocol {
+            Protocol::Latchkey => {
+                if !self.server.url.starts_with("https://") {
+                    return invalid("server.url", "must be an https:// URL (there is no plaintext mode)");
+                }
+                if crate::transport::endpoint(&self.server.url).is_err() {
+                    return invalid("server.url", "must be https://HOST:PORT");
+                }
+            }
+            // Empty URLs and topic come from the enrollment profile.
+            Protocol::AppleMdm => {
+                for (key, url) in [("server.url", &self.server.url), ("server.checkin_url", &self.server.checkin_url)] {
+                    if !url.is_empty() {
+                        if let Err(message) = crate::transport::https::HttpsUrl::parse(url) {
+                            return Err(ConfigError::Invalid { key, message });
+                        }
+                    }
+                }
+                if !self.server.topic.is_empty() && !self.server.topic.starts_with(crate::apple::TOPIC_PREFIX) {
+                    return invalid("server.topic", "must start with com.apple.mgmt. (Apple's MDM topic namespace)");
+                }
+            }
         }
         match self.platform.port {
             PortKind::Sim if self.platform.sim_state.is_none() => {
@@ -380,6 +428,23 @@ mod tests {
             let err = Config::load(&path).expect("parses").check().expect_err("zero must be refused").to_string();
             assert!(err.starts_with(&format!("{section}.{key}")), "{err}");
         }
+    }
+
+    #[test]
+    fn apple_mdm_takes_its_urls_from_the_profile_unless_set_and_checks_what_is_set() {
+        let check = |server: &str| {
+            let table: toml::Table = format!("[server]\nprotocol = \"apple-mdm\"\n{server}").parse().expect("toml");
+            Config::from_table(table).expect("schema").check().map_err(|e| e.to_string())
+        };
+        assert!(check("").is_ok(), "everything may come from the profile");
+        assert!(check("url = \"https://mdm.example.com/mdm\"\ntopic = \"com.apple.mgmt.x\"\n").is_ok());
+        assert!(check("url = \"http://mdm.example.com/mdm\"\n").expect_err("plaintext").starts_with("server.url"));
+        assert!(check("checkin_url = \"https://\"\n").expect_err("no host").starts_with("server.checkin_url"));
+        assert!(check("topic = \"com.example\"\n").expect_err("topic").starts_with("server.topic"));
+        let native: toml::Table = "[server]\n".parse().expect("toml");
+        assert!(Config::from_table(native).expect("schema").check().is_err(), "the native dialect needs its URL");
+        let typo: toml::Table = "[server]\nprotocol = \"apple\"\n".parse().expect("toml");
+        assert!(Config::from_table(typo).expect_err("unknown dialect").to_string().contains("protocol"));
     }
 
     #[test]

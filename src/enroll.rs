@@ -88,6 +88,7 @@ pub async fn enroll(config: &Config, token: &Secret) -> Result<String, Exit> {
         journal_id: identity::new_journal_id(),
         cert_pem: response.cert_chain_pem,
         key_pem,
+        apple: None,
     };
     // The agent trusts only the configured CA; a different enrollment CA means the device's
     // certificate chains to a CA this config does not name (a misconfigured server, or one
@@ -160,4 +161,119 @@ pub async fn unenroll(config: &Config, local_only: bool) -> Result<(), Exit> {
     Journal::remove(&dir.join("journal.db")).map_err(|e| failure("deleting the journal", e))?;
     let _ = std::fs::remove_file(dir.join("linux-effects.json"));
     Ok(())
+}
+
+/// Enrolls from an Apple enrollment profile: the identity comes from its PKCS#12 payload, the
+/// device introduces itself with `Authenticate`, then `TokenUpdate` (with the unlock token where
+/// Apple sends one). Both must be accepted, or nothing is stored. Returns the UDID (or the
+/// EnrollmentID of a User Enrollment), a new random one per enrollment.
+pub async fn enroll_apple(
+    config: &Config,
+    profile_path: &std::path::Path,
+    password: impl FnOnce() -> Result<Secret, Exit>,
+) -> Result<String, Exit> {
+    use crate::config::Protocol;
+    use latchkey_platform::{ManagementMode, Platform};
+    if config.server.protocol != Protocol::AppleMdm {
+        return Err(Exit::new(
+            Code::Usage,
+            "--mobileconfig needs server.protocol = \"apple-mdm\" in the configuration".to_owned(),
+        ));
+    }
+    config.check().map_err(|e| Exit::new(Code::Usage, e.to_string()))?;
+    identity::create_private_dir(&config.state.dir)
+        .map_err(|e| failure(&format!("creating {}", config.state.dir.display()), e))?;
+    let _instance = crate::agent::lock_instance(&config.state.dir)?;
+    match Identity::load(&config.state.dir) {
+        Ok(Some(existing)) => {
+            return Err(Exit::new(
+                Code::Usage,
+                format!("already enrolled as {}; `latchkey unenroll` first to enroll again", existing.device_id),
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "replacing an unusable identity"),
+    }
+    let bytes = std::fs::read(profile_path).map_err(|e| failure(&format!("reading {}", profile_path.display()), e))?;
+    let profile = crate::apple::profile::parse(&bytes)
+        .map_err(|e| Exit::new(Code::Usage, format!("{}: {e}", profile_path.display())))?;
+    let password = match profile.password.clone() {
+        Some(p) => p,
+        None => password()?,
+    };
+    let (cert_pem, key_pem) = crate::apple::profile::identity(&profile.pkcs12, &password)
+        .map_err(|e| Exit::new(Code::Usage, format!("{}: {e}", profile_path.display())))?;
+    let mut port = crate::ports::open(config).map_err(|e| failure("the platform port", e))?;
+    let snapshot = port.snapshot().map_err(|e| failure("reading device facts from the platform port", e))?;
+    let facts = &snapshot.facts;
+    if !matches!(facts.platform, Platform::Ios | Platform::Macos) {
+        return Err(Exit::new(
+            Code::Usage,
+            format!(
+                "Apple's MDM protocol manages iOS-like and macOS devices; this device is {}",
+                facts.platform.as_str()
+            ),
+        ));
+    }
+    let mdm = profile.mdm;
+    let enrollment = crate::apple::Enrollment {
+        topic: mdm.topic,
+        server_url: mdm.server_url,
+        checkin_url: mdm.checkin_url,
+        access_rights: mdm.access_rights,
+        checkout_when_removed: mdm.checkout_when_removed,
+        user_enrollment: facts.mode == ManagementMode::AppleUserEnrollment,
+        platform: facts.platform,
+    };
+    if !enrollment.allows_lock_and_removal() {
+        tracing::warn!(
+            "the profile's AccessRights do not include 4: the server cannot lock this device or remove its passcode"
+        );
+    }
+    let device_id = uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase();
+    let identity = Identity {
+        device_id: device_id.clone(),
+        journal_id: identity::new_journal_id(),
+        cert_pem,
+        key_pem,
+        apple: Some(enrollment),
+    };
+    identity.validate().map_err(|e| {
+        Exit::new(Code::Usage, format!("{}: the identity payload is unusable: {e}", profile_path.display()))
+    })?;
+    let connector = crate::transport::apple::AppleConnector {
+        enrollment: crate::agent::apple_enrollment(config, &identity)?,
+        ca_pem: std::fs::read_to_string(&config.server.ca)
+            .map_err(|e| failure(&format!("reading server.ca {}", config.server.ca.display()), e))?,
+        identity: Arc::new(RwLock::new(identity.clone())),
+        connect_timeout: DriverConfig::rpc_deadline_for(config.connect.heartbeat),
+    };
+    let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let unlock_token = port.unlock_token().map_err(|e| failure("reading the unlock token", e))?;
+    let escrowed = unlock_token.clone().filter(|_| connector.enrollment.sends_unlock_token());
+    let refused = |e: LinkError| match e {
+        LinkError::Refused(why) | LinkError::IdentityRefused(why) | LinkError::Unmanaged(why) => {
+            Exit::new(Code::Failure, format!("enrollment refused: {why}; nothing was stored"))
+        }
+        other => failure("enrollment (nothing was stored)", other),
+    };
+    let talk = async {
+        let mut link = connector.open().await?;
+        link.authenticate(facts, &hostname).await?;
+        link.token_update(escrowed.as_ref()).await
+    };
+    tokio::time::timeout(ENROLL_TIMEOUT, talk)
+        .await
+        .map_err(|_| failure("enrollment", "the server did not answer; nothing was stored"))?
+        .map_err(refused)?;
+    let journal_path = config.state.dir.join("journal.db");
+    Journal::remove(&journal_path).map_err(|e| failure("removing the previous journal", e))?;
+    let (journal, _) =
+        Journal::open(&journal_path, &identity.journal_id, false).map_err(|e| failure("creating the journal", e))?;
+    if let Some(token) = &escrowed {
+        crate::lifecycle::unlock_token_escrowed(&journal, token).map_err(|e| failure("recording the escrow", e))?;
+    }
+    identity.store(&config.state.dir).map_err(|e| failure("storing the identity", e))?;
+    tracing::info!(device_id = %device_id, user_enrollment = connector.enrollment.user_enrollment, "enrolled with the Apple MDM server");
+    Ok(device_id)
 }

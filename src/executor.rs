@@ -157,6 +157,13 @@ impl Executor {
             Ok(Receipt::New) => {}
             Ok(Receipt::Known(state)) => {
                 tracing::info!(command_id = %command.command_id, state = state.as_str(), "command already journaled; not applying it again");
+                match self.journal.report_again(&command.command_id, now) {
+                    Ok(true) => tracing::info!(command_id = %command.command_id, "its result is reported again"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(command_id = %command.command_id, error = %e, "cannot queue the result again")
+                    }
+                }
                 return false;
             }
             Err(e) => {

@@ -46,6 +46,8 @@ struct Stored {
     journal_id: String,
     certificate_pem: String,
     private_key_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    apple: Option<crate::apple::Enrollment>,
 }
 
 /// A loaded identity.
@@ -59,6 +61,9 @@ pub struct Identity {
     pub cert_pem: String,
     /// Device private key, PEM.
     pub key_pem: Zeroizing<String>,
+    /// An Apple MDM enrollment (the device id is then its UDID or EnrollmentID, and the
+    /// certificate came from the enrollment profile, named as its issuer chose).
+    pub apple: Option<crate::apple::Enrollment>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -126,20 +131,21 @@ impl Identity {
             journal_id: stored.journal_id,
             cert_pem: stored.certificate_pem,
             key_pem: Zeroizing::new(stored.private_key_pem),
+            apple: stored.apple,
         };
         identity.validate().map_err(|problem| unusable(&file, problem))?;
         Ok(Some(identity))
     }
 
-    /// Checks key and certificate belong together and to this device.
-    fn validate(&self) -> Result<(), String> {
+    /// Checks key and certificate belong together and (native enrollments) to this device.
+    pub fn validate(&self) -> Result<(), String> {
         let (_, cn, cert_public_key) = certificate_facts(&self.cert_pem)?;
         let key = KeyPair::from_pem(&self.key_pem)
             .map_err(|_| "the private key is not a usable PEM key (truncated or damaged)".to_owned())?;
         if key.public_key_raw() != cert_public_key.as_slice() {
             return Err("the certificate was issued for another key".into());
         }
-        if cn.as_deref() != Some(self.device_id.as_str()) {
+        if self.apple.is_none() && cn.as_deref() != Some(self.device_id.as_str()) {
             return Err(format!(
                 "the certificate is for device {:?}, not {:?}",
                 cn.unwrap_or_default(),
@@ -158,6 +164,7 @@ impl Identity {
             journal_id: self.journal_id.clone(),
             certificate_pem: self.cert_pem.clone(),
             private_key_pem: self.key_pem.as_str().to_owned(),
+            apple: self.apple.clone(),
         };
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&stored).map_err(|e| unusable(&file, e.to_string()))?);
         drop(stored);
@@ -217,6 +224,7 @@ mod tests {
             journal_id: new_journal_id(),
             cert_pem: cert.pem(),
             key_pem: Zeroizing::new(key.serialize_pem()),
+            apple: None,
         }
     }
 

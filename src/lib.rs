@@ -9,7 +9,9 @@
 //! - [`lifecycle`]: reset-token and unlock-token lifecycles.
 //! - [`ports`]: choosing the OS port; [`bridge`]: the out-of-process port protocol.
 //! - [`link`]: the server seam (`ServerLink`), the link's state machine and its driver.
-//! - [`transport`]: the native gRPC dialect over TLS 1.3 — the only tonic and rustls user.
+//! - [`transport`]: the wire over TLS 1.3 — native gRPC and Apple MDM over HTTPS; the only
+//!   tonic, hyper and rustls user.
+//! - [`apple`]: Apple's MDM protocol: the enrollment profile and the plist messages.
 //! - [`device`]: the device side of the link (check-ins, escrow, results, renewal).
 //! - [`worker`]: the command worker; [`watchdog`]: liveness for the service manager.
 //! - [`agent`]: the daemon; [`control`] and [`status`]: `latchkey status`; [`systemd`]:
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod apple;
 pub mod bridge;
 pub mod check;
 pub mod config;

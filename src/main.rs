@@ -47,8 +47,17 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
         /// File holding the enrollment token (0600), or `-` for stdin.
-        #[arg(long)]
-        token_file: String,
+        #[arg(long, required_unless_present = "mobileconfig", conflicts_with = "mobileconfig")]
+        token_file: Option<String>,
+        /// Enroll with an Apple MDM server from this enrollment profile (unsigned
+        /// .mobileconfig with a com.apple.mdm and a com.apple.security.pkcs12 payload); needs
+        /// server.protocol = "apple-mdm".
+        #[arg(long, value_name = "FILE")]
+        mobileconfig: Option<PathBuf>,
+        /// File holding the PKCS#12 password (0600), or `-` for stdin (the default when the
+        /// profile does not carry it).
+        #[arg(long, requires = "mobileconfig")]
+        password_file: Option<String>,
     },
     /// Leave management: report what is left, tell the server, delete identity, secrets and
     /// journal. The daemon must be stopped.
@@ -189,7 +198,7 @@ fn run_daemon(config_path: Option<PathBuf>) -> anyhow::Result<Code> {
 fn dispatch(command: Command) -> anyhow::Result<Code> {
     match command {
         Command::Run { config } => run_daemon(config),
-        Command::Enroll { config, server, ca, token_file } => {
+        Command::Enroll { config, server, ca, token_file, mobileconfig, password_file } => {
             let _logging = latchkey_common::log::init("warn");
             let path = config.unwrap_or_else(config::default_path);
             // With --server and --ca a configuration file is optional.
@@ -204,6 +213,18 @@ fn dispatch(command: Command) -> anyhow::Result<Code> {
             if let Some(ca) = ca {
                 table.server.ca = ca;
             }
+            if let Some(profile) = mobileconfig {
+                let password = || {
+                    let source = password_file.as_deref().unwrap_or("-");
+                    latchkey_common::secret_input::read(source, "PKCS#12 password")
+                        .map(|p| Secret::new(p.as_str().to_owned()))
+                        .map_err(|e| Exit::new(Code::Usage, e.to_string()))
+                };
+                let id = runtime()?.block_on(enroll::enroll_apple(&table, &profile, password))?;
+                println!("enrolled as {id}");
+                return Ok(Code::Ok);
+            }
+            let token_file = token_file.unwrap_or_else(|| "-".to_owned());
             let token = latchkey_common::secret_input::read(&token_file, "enrollment token")
                 .map_err(|e| Exit::new(Code::Usage, e.to_string()))?;
             let token = Secret::new(token.as_str().to_owned());

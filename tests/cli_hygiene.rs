@@ -39,7 +39,7 @@ fn an_oversized_hostname_is_refused_at_enrollment_and_the_token_survives() {
     let ca = std::fs::read_to_string(server.ca()).expect("ca");
     let (_, csr_der) = latchkey::identity::new_key_and_csr().expect("csr");
     let refused = tokio::runtime::Runtime::new().expect("runtime").block_on(async {
-        let tls = latchkey::transport::tls::client_config(&ca, None).expect("tls");
+        let tls = latchkey::transport::tls::client_config(&ca, None, latchkey::transport::tls::H2).expect("tls");
         let channel = latchkey::transport::channel(&server.url(), tls, Duration::from_secs(10)).await.expect("channel");
         let mut client = latchkey_proto::v1::device_service_client::DeviceServiceClient::new(channel)
             .max_encoding_message_size(8 << 20);

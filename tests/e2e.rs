@@ -158,7 +158,8 @@ fn clients_without_or_with_a_foreign_certificate_are_refused() {
         let url = server.url();
         async move {
             let identity = chain.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-            let tls = latchkey::transport::tls::client_config(&ca, identity).map_err(anyhow::Error::msg)?;
+            let tls = latchkey::transport::tls::client_config(&ca, identity, latchkey::transport::tls::H2)
+                .map_err(anyhow::Error::msg)?;
             let channel =
                 latchkey::transport::channel(&url, tls, Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
             Ok::<_, anyhow::Error>(latchkey_proto::v1::device_service_client::DeviceServiceClient::new(channel))
@@ -476,7 +477,8 @@ fn the_device_certificate_is_renewed_before_it_expires() {
     let ca = std::fs::read_to_string(server.ca()).expect("ca");
     let refused = tokio::runtime::Runtime::new().expect("runtime").block_on(async {
         let tls =
-            latchkey::transport::tls::client_config(&ca, Some((&old_cert, &old_key))).map_err(anyhow::Error::msg)?;
+            latchkey::transport::tls::client_config(&ca, Some((&old_cert, &old_key)), latchkey::transport::tls::H2)
+                .map_err(anyhow::Error::msg)?;
         let channel = latchkey::transport::channel(&server.url(), tls, Duration::from_secs(10))
             .await
             .map_err(anyhow::Error::msg)?;
@@ -553,7 +555,7 @@ fn malformed_protobuf_gets_a_specific_error_and_the_server_carries_on() {
     // A truncated varint, a field with an invalid wire type, and a length past the end.
     for body in [vec![0x08, 0xff], vec![0x0f, 0x01], vec![0x12, 0x7f, 0x41]] {
         let status = runtime.block_on(async {
-            let tls = latchkey::transport::tls::client_config(&ca, None).expect("tls");
+            let tls = latchkey::transport::tls::client_config(&ca, None, latchkey::transport::tls::H2).expect("tls");
             let channel =
                 latchkey::transport::channel(&server.url(), tls, Duration::from_secs(10)).await.expect("connect");
             let mut grpc = tonic::client::Grpc::new(channel);

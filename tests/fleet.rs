@@ -244,7 +244,7 @@ fn metrics_and_health_can_be_watched() {
     // gRPC health, as a load balancer asks it: TLS without a client certificate.
     let ca = std::fs::read_to_string(server.ca()).expect("ca");
     let status = tokio::runtime::Runtime::new().expect("runtime").block_on(async {
-        let tls = latchkey::transport::tls::client_config(&ca, None).expect("tls");
+        let tls = latchkey::transport::tls::client_config(&ca, None, latchkey::transport::tls::H2).expect("tls");
         let channel = latchkey::transport::channel(&server.url(), tls, Duration::from_secs(10)).await.expect("channel");
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         client

@@ -56,7 +56,8 @@ async fn unary_samples(server: &ServerProc, agent: &AgentProc, n: usize) -> Resu
     let cert = identity["certificate_pem"].as_str().context("certificate")?;
     let key = identity["private_key_pem"].as_str().context("key")?;
     let ca = std::fs::read_to_string(server.ca())?;
-    let tls = latchkey::transport::tls::client_config(&ca, Some((cert, key))).map_err(anyhow::Error::msg)?;
+    let tls = latchkey::transport::tls::client_config(&ca, Some((cert, key)), latchkey::transport::tls::H2)
+        .map_err(anyhow::Error::msg)?;
     let channel = latchkey::transport::channel(&format!("https://{}", server.addr), tls, Duration::from_secs(10))
         .await
         .map_err(anyhow::Error::msg)?;

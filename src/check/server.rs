@@ -18,6 +18,9 @@ pub async fn reach(ctx: &Context) -> Vec<Line> {
         Ok(s) => s,
         Err(_) => return vec![Line::new("server", Verdict::Skipped, "needs the platform port")],
     };
+    if config.server.protocol == crate::config::Protocol::AppleMdm {
+        return reach_apple(config, identity).await;
+    }
     let connector = match crate::agent::connector(config, Arc::new(RwLock::new(identity.clone()))) {
         Ok(c) => c,
         Err(e) => return vec![Line::new("server", Verdict::Failed, e.to_string())],
@@ -54,6 +57,35 @@ pub async fn reach(ctx: &Context) -> Vec<Line> {
                 });
             }
             lines
+        }
+        Ok(Err(e)) => vec![Line::new("server", Verdict::Failed, e.to_string())],
+        Err(_) => vec![Line::new("server", Verdict::Failed, "no answer within 15s")],
+    }
+}
+
+/// Apple MDM has no message that only looks: a `TokenUpdate` without the unlock token is the
+/// mildest (Apple devices send it at any time, and its absence invalidates nothing —
+/// tokenupdate.yaml), and it proves the server accepts this identity.
+async fn reach_apple(config: &crate::config::Config, identity: &crate::identity::Identity) -> Vec<Line> {
+    let enrollment = match crate::agent::apple_enrollment(config, identity) {
+        Ok(e) => e,
+        Err(e) => return vec![Line::new("server", Verdict::Failed, e.to_string())],
+    };
+    let ca_pem = match std::fs::read_to_string(&config.server.ca) {
+        Ok(ca) => ca,
+        Err(e) => return vec![Line::new("server", Verdict::Failed, format!("reading server.ca: {e}"))],
+    };
+    let url = enrollment.checkin_url.clone();
+    let connector = crate::transport::apple::AppleConnector {
+        enrollment,
+        ca_pem,
+        identity: Arc::new(RwLock::new(identity.clone())),
+        connect_timeout: Duration::from_secs(10),
+    };
+    let probe = async { connector.open().await?.token_update(None).await };
+    match tokio::time::timeout(Duration::from_secs(15), probe).await {
+        Ok(Ok(())) => {
+            vec![Line::new("server", Verdict::Ok, format!("{url} accepts this device's identity (Apple MDM check-in)"))]
         }
         Ok(Err(e)) => vec![Line::new("server", Verdict::Failed, e.to_string())],
         Err(_) => vec![Line::new("server", Verdict::Failed, "no answer within 15s")],

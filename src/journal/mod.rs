@@ -315,6 +315,20 @@ impl Journal {
         })
     }
 
+    /// A command delivered again after its result was acknowledged: the server did not keep the
+    /// result (Apple's protocol hands a command out until it has one), so it is reported again —
+    /// never applied again. Returns true when a result was queued for reporting.
+    pub fn report_again(&self, command_id: &str, now: i64) -> R<bool> {
+        self.with(Sync::Lazy, |c| {
+            let n = c.execute(
+                "UPDATE commands SET acked = 0, updated_at = ?2
+                 WHERE command_id = ?1 AND state = 'done' AND acked = 1 AND result IS NOT NULL",
+                params![command_id, now],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
     /// Results the server has not acked, oldest first.
     pub fn unreported(&self) -> R<Vec<v1::CommandResult>> {
         self.with(Sync::Lazy, |c| {
@@ -482,6 +496,24 @@ mod tests {
         j.applying("c", 5).expect("applying");
         j.finish(&result("c", v1::CommandStatus::Succeeded), 6).expect("finish");
         assert_eq!(j.receive(&cmd, "reset_passcode", 7).expect("again"), Receipt::Known(State::Done));
+    }
+
+    #[test]
+    fn a_result_the_server_lost_is_reported_again_and_nothing_is_applied_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = Journal::open(&dir.path().join("j.db"), "jid", false).expect("open");
+        let cmd = reset_command("c", "x");
+        j.receive(&cmd, "reset_passcode", 1).expect("receive");
+        assert!(!j.report_again("c", 2).expect("not done yet"), "nothing to report before a result");
+        j.finish(&result("c", v1::CommandStatus::Failed), 3).expect("finish");
+        assert!(!j.report_again("c", 4).expect("unacked"), "an unreported result is already queued");
+        j.ack("c", 5).expect("ack");
+        assert_eq!(j.receive(&cmd, "reset_passcode", 6).expect("again"), Receipt::Known(State::Done));
+        assert!(j.report_again("c", 6).expect("report again"));
+        let queued = j.unreported().expect("unreported");
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].status, v1::CommandStatus::Failed as i32);
+        assert!(!j.report_again("missing", 7).expect("unknown id"));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub struct GrpcConnector {
 impl GrpcConnector {
     fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, LinkError> {
         let identity = self.identity.read().unwrap_or_else(|p| p.into_inner());
-        super::tls::client_config(&self.ca_pem, Some((&identity.cert_pem, &identity.key_pem)))
+        super::tls::client_config(&self.ca_pem, Some((&identity.cert_pem, &identity.key_pem)), super::tls::H2)
             .map_err(LinkError::IdentityRefused)
     }
 
@@ -92,7 +92,7 @@ pub async fn enroll(
     request: v1::EnrollRequest,
     timeout: Duration,
 ) -> Result<v1::EnrollResponse, LinkError> {
-    let config = super::tls::client_config(ca_pem, None).map_err(LinkError::Refused)?;
+    let config = super::tls::client_config(ca_pem, None, super::tls::H2).map_err(LinkError::Refused)?;
     let channel = super::channel(url, config, timeout).await.map_err(LinkError::Unreachable)?;
     let mut client = DeviceServiceClient::new(channel);
     let call = client.enroll(request);

@@ -1,9 +1,10 @@
 //! The wire. Only this module (and the server) knows tonic and rustls.
 //!
 //! - [`tls`]: rustls client config (the configured CA only, optional client identity, TLS 1.3,
-//!   ALPN h2).
+//!   the dialect's ALPN).
 //! - [`grpc`]: the native `latchkey.v1` dialect as a [`crate::link::ServerLink`], its connector,
 //!   enrollment (the one call without a client certificate) and the `check` probe.
+//! - [`https`]: HTTP/1.1 over mutual TLS; [`apple`]: Apple's MDM protocol on it.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod apple;
 pub mod grpc;
+pub mod https;
 pub mod tls;
 
 /// Host and port from `https://host:port`.

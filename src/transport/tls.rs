@@ -5,9 +5,18 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// ALPN for gRPC.
+pub const H2: &[u8] = b"h2";
+/// ALPN for plain HTTPS.
+pub const HTTP1: &[u8] = b"http/1.1";
+
 /// Builds the client config; `identity` is (certificate chain PEM, private key PEM). The error
 /// names what is wrong with the material, never its content.
-pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -32,6 +41,6 @@ pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc
         }
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }

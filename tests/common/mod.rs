@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod apple;
+
 /// The agent binary built for this test run.
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_latchkey"))
@@ -265,6 +267,14 @@ impl Device {
 
     /// Creates the simulated device and its config, not enrolled yet.
     pub fn prepare(root: &Path, name: &str, server: &Server, spec: DeviceSpec<'_>) -> Device {
+        let url = spec.url.clone().unwrap_or_else(|| server.url());
+        let server_section = format!("url = \"{url}\"\nca = \"{}\"\n", server.ca().display());
+        Self::prepare_for(root, name, &server_section, spec)
+    }
+
+    /// Creates the simulated device and a config whose `[server]` section holds
+    /// `server_section`.
+    pub fn prepare_for(root: &Path, name: &str, server_section: &str, spec: DeviceSpec<'_>) -> Device {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("device dir");
         let sim = dir.join("sim.json");
@@ -280,12 +290,10 @@ impl Device {
             .clone()
             .unwrap_or_else(|| format!("[platform]\nport = \"sim\"\nsim_state = \"{}\"\n", sim.display()));
         let config = dir.join("config.toml");
-        let url = spec.url.clone().unwrap_or_else(|| server.url());
         std::fs::write(
             &config,
             format!(
-                "[server]\nurl = \"{url}\"\nca = \"{}\"\n[state]\ndir = \"{}\"\n{platform}[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n{}\n",
-                server.ca().display(),
+                "[server]\n{server_section}[state]\ndir = \"{}\"\n{platform}[connect]\nheartbeat = \"500ms\"\npoll_interval = \"300ms\"\nbackoff_max = \"1s\"\n{}\n[control]\nsocket = \"{}\"\n{}\n",
                 dir.join("state").display(),
                 spec.connect,
                 dir.join("control.sock").display(),
