@@ -46,23 +46,30 @@ fn device(config: &Config, identity: Identity, journal: Journal) -> Result<Devic
     ))
 }
 
-/// Enrolls; returns the device id.
-pub async fn enroll(config: &Config, token: &Secret) -> Result<String, Exit> {
+/// What every enrollment starts with: a valid configuration, the private state directory, its
+/// lock (held until the caller drops it) and no current enrollment.
+fn begin(config: &Config) -> Result<crate::agent::InstanceLock, Exit> {
     config.check().map_err(|e| Exit::new(Code::Usage, e.to_string()))?;
     identity::create_private_dir(&config.state.dir)
         .map_err(|e| failure(&format!("creating {}", config.state.dir.display()), e))?;
-    let _instance = crate::agent::lock_instance(&config.state.dir)?;
+    let instance = crate::agent::lock_instance(&config.state.dir)?;
     match Identity::load(&config.state.dir) {
-        Ok(Some(existing)) => {
-            return Err(Exit::new(
-                Code::Usage,
-                format!("already enrolled as {}; `latchkey unenroll` first to enroll again", existing.device_id),
-            ))
-        }
-        Ok(None) => {}
+        Ok(Some(existing)) => Err(Exit::new(
+            Code::Usage,
+            format!("already enrolled as {}; `latchkey unenroll` first to enroll again", existing.device_id),
+        )),
+        Ok(None) => Ok(instance),
         // A damaged identity is replaced by a new enrollment.
-        Err(e) => tracing::warn!(error = %e, "replacing an unusable identity"),
+        Err(e) => {
+            tracing::warn!(error = %e, "replacing an unusable identity");
+            Ok(instance)
+        }
     }
+}
+
+/// Enrolls; returns the device id.
+pub async fn enroll(config: &Config, token: &Secret) -> Result<String, Exit> {
+    let _instance = begin(config)?;
     let snapshot = crate::ports::open(config)
         .and_then(|mut p| p.snapshot())
         .map_err(|e| failure("reading device facts from the platform port", e))?;
@@ -180,20 +187,7 @@ pub async fn enroll_apple(
             "--mobileconfig needs server.protocol = \"apple-mdm\" in the configuration".to_owned(),
         ));
     }
-    config.check().map_err(|e| Exit::new(Code::Usage, e.to_string()))?;
-    identity::create_private_dir(&config.state.dir)
-        .map_err(|e| failure(&format!("creating {}", config.state.dir.display()), e))?;
-    let _instance = crate::agent::lock_instance(&config.state.dir)?;
-    match Identity::load(&config.state.dir) {
-        Ok(Some(existing)) => {
-            return Err(Exit::new(
-                Code::Usage,
-                format!("already enrolled as {}; `latchkey unenroll` first to enroll again", existing.device_id),
-            ))
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "replacing an unusable identity"),
-    }
+    let _instance = begin(config)?;
     let bytes = std::fs::read(profile_path).map_err(|e| failure(&format!("reading {}", profile_path.display()), e))?;
     let profile = crate::apple::profile::parse(&bytes)
         .map_err(|e| Exit::new(Code::Usage, format!("{}: {e}", profile_path.display())))?;
