@@ -14,8 +14,6 @@
 //! after boot — our reading). So a Latchkey `NOT_NOW` (nothing was applied: the journal or the
 //! port was unavailable) is not sent at all: the command stays outstanding at the server, which
 //! hands it out again on the next `Idle`, exactly as for a device that has not got to it yet.
-use std::collections::BTreeMap;
-
 use plist::{Dictionary, Value};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -31,13 +29,10 @@ pub const COMMAND_CONTENT_TYPE: &str = "application/x-apple-aspen-mdm";
 /// The `ErrorDomain` of errors this agent reports.
 pub const ERROR_DOMAIN: &str = "LatchkeyErrorDomain";
 
-/// The RequestTypes this agent carries out.
-pub const SUPPORTED: [&str; 2] = ["ClearPasscode", "DeviceLock"];
-
-fn xml(dict: Dictionary) -> Zeroizing<Vec<u8>> {
+fn xml(dict: &Dictionary) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(512));
     // Writing a dictionary into memory cannot fail.
-    if let Err(e) = Value::Dictionary(dict).to_writer_xml(&mut *out) {
+    if let Err(e) = plist::to_writer_xml(&mut *out, dict) {
         tracing::error!(error = %e, "encoding a plist");
     }
     out
@@ -67,7 +62,7 @@ pub fn authenticate(e: &Enrollment, id: &str, facts: &DeviceFacts, hostname: &st
             d.insert("ProductName".into(), facts.model.clone().into());
         }
     }
-    xml(d)
+    xml(&d)
 }
 
 /// The push token and PushMagic this device presents. There is no APNs connection here (push is
@@ -89,7 +84,7 @@ pub fn token_update(e: &Enrollment, id: &str, unlock_token: Option<&SecretBytes>
     if let Some(t) = unlock_token.filter(|_| e.sends_unlock_token()) {
         d.insert("UnlockToken".into(), Value::Data(t.expose().to_vec()));
     }
-    let body = xml(d.clone());
+    let body = xml(&d);
     if let Some(Value::Data(t)) = d.get_mut("UnlockToken") {
         t.zeroize();
     }
@@ -98,7 +93,7 @@ pub fn token_update(e: &Enrollment, id: &str, unlock_token: Option<&SecretBytes>
 
 /// `CheckOut` (checkout.yaml).
 pub fn checkout(e: &Enrollment, id: &str) -> Zeroizing<Vec<u8>> {
-    xml(base("CheckOut", e, id))
+    xml(&base("CheckOut", e, id))
 }
 
 fn status_only(e: &Enrollment, id: &str, status: &str) -> Dictionary {
@@ -110,7 +105,7 @@ fn status_only(e: &Enrollment, id: &str, status: &str) -> Dictionary {
 
 /// `Idle`: "I have nothing to report; what is next?"
 pub fn idle(e: &Enrollment, id: &str) -> Zeroizing<Vec<u8>> {
-    xml(status_only(e, id, "Idle"))
+    xml(&status_only(e, id, "Idle"))
 }
 
 /// The number a Latchkey error code has in an `ErrorChain` (`ErrorCode` is an integer there):
@@ -148,7 +143,7 @@ pub fn result(e: &Enrollment, id: &str, result: &v1::CommandResult) -> Option<Ze
         }
     };
     d.insert("CommandUUID".into(), result.command_id.clone().into());
-    Some(xml(d))
+    Some(xml(&d))
 }
 
 /// A command from the server, as the journal and the platform layer take it.
@@ -231,24 +226,6 @@ pub fn command(e: &Enrollment, id: &str, body: &[u8]) -> Result<Option<Received>
         },
         request_type,
     }))
-}
-
-/// What a plist holds, for tests and diagnostics: top-level keys and their values as text,
-/// data shown by length only.
-pub fn summary(body: &[u8]) -> BTreeMap<String, String> {
-    let Ok(Value::Dictionary(d)) = Value::from_reader(std::io::Cursor::new(body)) else { return BTreeMap::new() };
-    d.into_iter()
-        .map(|(k, v)| {
-            let shown = match v {
-                Value::String(s) => s,
-                Value::Data(b) => format!("<{} bytes>", b.len()),
-                Value::Integer(i) => i.to_string(),
-                Value::Boolean(b) => b.to_string(),
-                other => format!("{other:?}"),
-            };
-            (k, shown)
-        })
-        .collect()
 }
 
 #[cfg(test)]
