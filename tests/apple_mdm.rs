@@ -36,10 +36,10 @@ fn an_ios_device_escrows_its_unlock_token_and_nanomdm_clears_the_passcode_with_i
     let id = ios.device.id.clone();
 
     // Authenticate, then TokenUpdate with the UnlockToken: NanoMDM's events carry the device's plists.
-    let authenticate = server.events.checkins("mdm.Authenticate", &id);
+    let authenticate = server.events.wait_checkins("mdm.Authenticate", &id);
     assert_eq!(authenticate.len(), 1, "one Authenticate");
     assert_eq!(text(&authenticate[0], "Topic"), common::apple::TOPIC);
-    let updates = server.events.checkins("mdm.TokenUpdate", &id);
+    let updates = server.events.wait_checkins("mdm.TokenUpdate", &id);
     assert_eq!(updates.len(), 1, "one TokenUpdate at enrollment");
     let token = updates[0].get("UnlockToken").and_then(Value::as_data).expect("UnlockToken escrowed").to_vec();
     assert!(!token.is_empty());
@@ -86,7 +86,7 @@ fn an_ios_device_escrows_its_unlock_token_and_nanomdm_clears_the_passcode_with_i
         .output()
         .expect("unenroll");
     assert!(out.status.success(), "unenroll: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(server.events.checkins("mdm.CheckOut", &id).len(), 1, "CheckOut sent");
+    assert_eq!(server.events.wait_checkins("mdm.CheckOut", &id).len(), 1, "CheckOut sent");
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn a_user_enrollment_is_named_by_enrollment_id_escrows_nothing_and_refuses_passc
     let out = byod.enroll();
     assert!(out.status.success(), "enroll: {}\n{}", String::from_utf8_lossy(&out.stderr), server.logs());
     let id = byod.device.id.clone();
-    let updates = server.events.checkins("mdm.TokenUpdate", &id);
+    let updates = server.events.wait_checkins("mdm.TokenUpdate", &id);
     assert_eq!(updates.len(), 1);
     assert_eq!(text(&updates[0], "EnrollmentID"), id);
     assert!(updates[0].get("UDID").is_none(), "UDID is forbidden in User Enrollment");

@@ -237,6 +237,16 @@ impl Events {
         (status, plist)
     }
 
+    /// Waits until NanoMDM has posted at least one `topic` check-in of `id` (its webhook runs
+    /// beside the request, so an answered check-in may not have been posted yet), then returns
+    /// them all.
+    pub fn wait_checkins(&self, topic: &str, id: &str) -> Vec<Dictionary> {
+        wait_until(&format!("NanoMDM's {topic} event for {id}"), Duration::from_secs(30), || {
+            !self.checkins(topic, id).is_empty()
+        });
+        self.checkins(topic, id)
+    }
+
     /// The check-in events whose device plist names `id` (by UDID or EnrollmentID).
     pub fn checkins(&self, topic: &str, id: &str) -> Vec<Dictionary> {
         self.topic(topic)
