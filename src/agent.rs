@@ -110,32 +110,41 @@ pub fn apple_enrollment(config: &Config, identity: &Identity) -> Result<crate::a
     Ok(enrollment)
 }
 
+fn read_server_ca(config: &Config) -> Result<String, Exit> {
+    std::fs::read_to_string(&config.server.ca).map_err(|e| io_exit("reading server.ca", &config.server.ca, &e))
+}
+
+/// The Apple MDM connector, typed (enrollment and `check` need its check-in messages).
+pub fn apple_connector(
+    config: &Config,
+    identity: Arc<RwLock<Identity>>,
+) -> Result<crate::transport::apple::AppleConnector, Exit> {
+    let enrollment = apple_enrollment(config, &identity.read().unwrap_or_else(|p| p.into_inner()))?;
+    Ok(crate::transport::apple::AppleConnector {
+        enrollment,
+        ca_pem: read_server_ca(config)?,
+        identity,
+        connect_timeout: DriverConfig::rpc_deadline_for(config.connect.heartbeat),
+    })
+}
+
 /// The connector for the configured dialect.
 pub fn connector(config: &Config, identity: Arc<RwLock<Identity>>) -> Result<Arc<dyn Connector>, Exit> {
-    let ca_pem =
-        std::fs::read_to_string(&config.server.ca).map_err(|e| io_exit("reading server.ca", &config.server.ca, &e))?;
-    let connect_timeout = DriverConfig::rpc_deadline_for(config.connect.heartbeat);
-    match config.server.protocol {
-        Protocol::Latchkey => {
-            if identity.read().unwrap_or_else(|p| p.into_inner()).apple.is_some() {
-                return Err(Exit::new(
-                    Code::Usage,
-                    "this device was enrolled from an Apple enrollment profile: set server.protocol = \"apple-mdm\""
-                        .to_owned(),
-                ));
-            }
-            Ok(Arc::new(crate::transport::grpc::GrpcConnector {
-                url: config.server.url.clone(),
-                ca_pem,
-                identity,
-                connect_timeout,
-            }))
-        }
-        Protocol::AppleMdm => {
-            let enrollment = apple_enrollment(config, &identity.read().unwrap_or_else(|p| p.into_inner()))?;
-            Ok(Arc::new(crate::transport::apple::AppleConnector { enrollment, ca_pem, identity, connect_timeout }))
-        }
+    if config.server.protocol == Protocol::AppleMdm {
+        return Ok(Arc::new(apple_connector(config, identity)?));
     }
+    if identity.read().unwrap_or_else(|p| p.into_inner()).apple.is_some() {
+        return Err(Exit::new(
+            Code::Usage,
+            "this device was enrolled from an Apple enrollment profile: set server.protocol = \"apple-mdm\"".to_owned(),
+        ));
+    }
+    Ok(Arc::new(crate::transport::grpc::GrpcConnector {
+        url: config.server.url.clone(),
+        ca_pem: read_server_ca(config)?,
+        identity,
+        connect_timeout: DriverConfig::rpc_deadline_for(config.connect.heartbeat),
+    }))
 }
 
 /// Runs the agent until `shutdown` is cancelled, or until the server stops managing the device.
@@ -263,12 +272,10 @@ fn status_source(
     link: Arc<Mutex<LinkStatus>>,
     problems: Problems,
 ) -> crate::control::StatusSource {
-    let server = {
-        let identity = identity.read().unwrap_or_else(|p| p.into_inner());
-        match apple_enrollment(config, &identity) {
-            Ok(apple) if config.server.protocol == Protocol::AppleMdm => format!("{} (Apple MDM)", apple.server_url),
-            _ => config.server.url.clone(),
-        }
+    let server = match config.server.protocol {
+        Protocol::AppleMdm => apple_enrollment(config, &identity.read().unwrap_or_else(|p| p.into_inner()))
+            .map_or_else(|_| config.server.url.clone(), |apple| format!("{} (Apple MDM)", apple.server_url)),
+        Protocol::Latchkey => config.server.url.clone(),
     };
     Arc::new(move || {
         let snapshot = device.last_snapshot();

@@ -235,16 +235,10 @@ pub async fn enroll_apple(
     identity.validate().map_err(|e| {
         Exit::new(Code::Usage, format!("{}: the identity payload is unusable: {e}", profile_path.display()))
     })?;
-    let connector = crate::transport::apple::AppleConnector {
-        enrollment: crate::agent::apple_enrollment(config, &identity)?,
-        ca_pem: std::fs::read_to_string(&config.server.ca)
-            .map_err(|e| failure(&format!("reading server.ca {}", config.server.ca.display()), e))?,
-        identity: Arc::new(RwLock::new(identity.clone())),
-        connect_timeout: DriverConfig::rpc_deadline_for(config.connect.heartbeat),
-    };
+    let connector = crate::agent::apple_connector(config, Arc::new(RwLock::new(identity.clone())))?;
     let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     let unlock_token = port.unlock_token().map_err(|e| failure("reading the unlock token", e))?;
-    let escrowed = unlock_token.clone().filter(|_| connector.enrollment.sends_unlock_token());
+    let escrowed = unlock_token.filter(|_| connector.enrollment.sends_unlock_token());
     let refused = |e: LinkError| match e {
         LinkError::Refused(why) | LinkError::IdentityRefused(why) | LinkError::Unmanaged(why) => {
             Exit::new(Code::Failure, format!("enrollment refused: {why}; nothing was stored"))

@@ -67,21 +67,11 @@ pub async fn reach(ctx: &Context) -> Vec<Line> {
 /// mildest (Apple devices send it at any time, and its absence invalidates nothing —
 /// tokenupdate.yaml), and it proves the server accepts this identity.
 async fn reach_apple(config: &crate::config::Config, identity: &crate::identity::Identity) -> Vec<Line> {
-    let enrollment = match crate::agent::apple_enrollment(config, identity) {
-        Ok(e) => e,
+    let connector = match crate::agent::apple_connector(config, Arc::new(RwLock::new(identity.clone()))) {
+        Ok(c) => c,
         Err(e) => return vec![Line::new("server", Verdict::Failed, e.to_string())],
     };
-    let ca_pem = match std::fs::read_to_string(&config.server.ca) {
-        Ok(ca) => ca,
-        Err(e) => return vec![Line::new("server", Verdict::Failed, format!("reading server.ca: {e}"))],
-    };
-    let url = enrollment.checkin_url.clone();
-    let connector = crate::transport::apple::AppleConnector {
-        enrollment,
-        ca_pem,
-        identity: Arc::new(RwLock::new(identity.clone())),
-        connect_timeout: Duration::from_secs(10),
-    };
+    let url = connector.enrollment.checkin_url.clone();
     let probe = async { connector.open().await?.token_update(None).await };
     match tokio::time::timeout(Duration::from_secs(15), probe).await {
         Ok(Ok(())) => {
