@@ -115,6 +115,7 @@ fn read_server_ca(config: &Config) -> Result<String, Exit> {
 }
 
 /// The Apple MDM connector, typed (enrollment and `check` need its check-in messages).
+#[cfg(feature = "apple-mdm")]
 pub fn apple_connector(
     config: &Config,
     identity: Arc<RwLock<Identity>>,
@@ -131,7 +132,10 @@ pub fn apple_connector(
 /// The connector for the configured dialect.
 pub fn connector(config: &Config, identity: Arc<RwLock<Identity>>) -> Result<Arc<dyn Connector>, Exit> {
     if config.server.protocol == Protocol::AppleMdm {
+        #[cfg(feature = "apple-mdm")]
         return Ok(Arc::new(apple_connector(config, identity)?));
+        #[cfg(not(feature = "apple-mdm"))]
+        return Err(Exit::new(Code::Usage, crate::apple::NOT_BUILT.to_owned()));
     }
     if identity.read().unwrap_or_else(|p| p.into_inner()).apple.is_some() {
         return Err(Exit::new(

@@ -335,6 +335,9 @@ impl Config {
                 }
             }
             // Empty URLs and topic come from the enrollment profile.
+            #[cfg(not(feature = "apple-mdm"))]
+            Protocol::AppleMdm => return invalid("server.protocol", crate::apple::NOT_BUILT),
+            #[cfg(feature = "apple-mdm")]
             Protocol::AppleMdm => {
                 for (key, url) in [("server.url", &self.server.url), ("server.checkin_url", &self.server.checkin_url)] {
                     if !url.is_empty() {

@@ -174,6 +174,7 @@ pub async fn unenroll(config: &Config, local_only: bool) -> Result<(), Exit> {
 /// device introduces itself with `Authenticate`, then `TokenUpdate` (with the unlock token where
 /// Apple sends one). Both must be accepted, or nothing is stored. Returns the UDID (or the
 /// EnrollmentID of a User Enrollment), a new random one per enrollment.
+#[cfg(feature = "apple-mdm")]
 pub async fn enroll_apple(
     config: &Config,
     profile_path: &std::path::Path,

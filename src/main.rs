@@ -53,10 +53,12 @@ enum Command {
         /// .mobileconfig with a com.apple.mdm and a com.apple.security.pkcs12 payload); needs
         /// server.protocol = "apple-mdm".
         #[arg(long, value_name = "FILE")]
+        #[cfg_attr(not(feature = "apple-mdm"), arg(hide = true))]
         mobileconfig: Option<PathBuf>,
         /// File holding the PKCS#12 password (0600), or `-` for stdin (the default when the
         /// profile does not carry it).
         #[arg(long, requires = "mobileconfig")]
+        #[cfg_attr(not(feature = "apple-mdm"), arg(hide = true))]
         password_file: Option<String>,
     },
     /// Leave management: report what is left, tell the server, delete identity, secrets and
@@ -200,6 +202,10 @@ fn dispatch(command: Command) -> anyhow::Result<Code> {
         Command::Run { config } => run_daemon(config),
         Command::Enroll { config, server, ca, token_file, mobileconfig, password_file } => {
             let _logging = latchkey_common::log::init("warn");
+            #[cfg(not(feature = "apple-mdm"))]
+            if mobileconfig.is_some() || password_file.is_some() {
+                return Err(Exit::new(Code::Usage, latchkey::apple::NOT_BUILT.to_owned()).into());
+            }
             let path = config.unwrap_or_else(config::default_path);
             // With --server and --ca a configuration file is optional.
             let mut table = if path.exists() || server.is_none() {
@@ -213,6 +219,7 @@ fn dispatch(command: Command) -> anyhow::Result<Code> {
             if let Some(ca) = ca {
                 table.server.ca = ca;
             }
+            #[cfg(feature = "apple-mdm")]
             if let Some(profile) = mobileconfig {
                 let password = || {
                     let source = password_file.as_deref().unwrap_or("-");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds target/debian/latchkey_<version>_<arch>.deb: the device build of the agent, its systemd
-# unit, /etc/latchkey/config.toml (a conffile) and config.d/, man pages and bash completion.
+# Builds target/debian/latchkey_<version>_<arch>.deb: the Linux device build of the agent (without
+# the Apple MDM dialect: `--no-default-features`), its systemd unit, /etc/latchkey/config.toml (a
+# conffile) and config.d/, man pages and bash completion.
 #
 # dpkg-deb on a staged tree rather than cargo-deb: dpkg-dev is already on any Debian machine that
 # builds Rust (no 2-minute tool compile in CI), and the maintainer scripts — enable but do not
@@ -14,7 +15,7 @@ ROOT=$PWD
 OUT=${1:-$ROOT/target/debian}
 BIN=${LATCHKEY_BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --profile device --locked --quiet -p latchkey --bin latchkey
+  cargo build --profile device --locked --quiet -p latchkey --bin latchkey --no-default-features
   BIN=$ROOT/target/device/latchkey
 fi
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)

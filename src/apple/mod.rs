@@ -17,8 +17,14 @@
 use latchkey_platform::Platform;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "apple-mdm")]
 pub mod messages;
+#[cfg(feature = "apple-mdm")]
 pub mod profile;
+
+/// Why an Apple setting is refused by a build without the dialect.
+pub const NOT_BUILT: &str =
+    "this latchkey was built without the Apple MDM dialect (cargo feature `apple-mdm`; Android and Linux builds leave it out)";
 
 /// Every MDM push topic lives in this namespace (com.apple.mdm.yaml, `Topic`).
 pub const TOPIC_PREFIX: &str = "com.apple.mgmt.";

@@ -18,6 +18,7 @@ pub async fn reach(ctx: &Context) -> Vec<Line> {
         Ok(s) => s,
         Err(_) => return vec![Line::new("server", Verdict::Skipped, "needs the platform port")],
     };
+    #[cfg(feature = "apple-mdm")]
     if config.server.protocol == crate::config::Protocol::AppleMdm {
         return reach_apple(config, identity).await;
     }
@@ -63,6 +64,7 @@ pub async fn reach(ctx: &Context) -> Vec<Line> {
     }
 }
 
+#[cfg(feature = "apple-mdm")]
 /// Apple MDM has no message that only looks: a `TokenUpdate` without the unlock token is the
 /// mildest (Apple devices send it at any time, and its absence invalidates nothing —
 /// tokenupdate.yaml), and it proves the server accepts this identity.

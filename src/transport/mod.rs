@@ -12,8 +12,10 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+#[cfg(feature = "apple-mdm")]
 pub mod apple;
 pub mod grpc;
+#[cfg(feature = "apple-mdm")]
 pub mod https;
 pub mod tls;
 

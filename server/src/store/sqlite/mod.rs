@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use latchkey_platform::{ManagementMode, Platform, ResetTokenState, Status};
@@ -812,25 +813,42 @@ impl Store for SqliteStore {
     async fn actions(&self, filter: ActionFilter, now: i64) -> Result<Vec<ActionRecord>, StoreError> {
         let raw = self
             .read(move |c| {
+                // Only the filters given become conditions, so SQLite can use the primary key
+                // (one command) or `commands_by_device` instead of scanning every command
+                // (`?N IS NULL OR ...` hides the index from the planner).
+                let mut conditions = Vec::new();
+                let mut values: Vec<Value> = vec![Value::Integer(now)];
+                let mut bind = |condition: &str, value: Value| {
+                    values.push(value);
+                    conditions.push(condition.replace('?', &format!("?{}", values.len())));
+                };
+                if let Some(id) = filter.command_id {
+                    bind("c.command_id = ?", Value::Text(id));
+                }
+                if let Some(device) = filter.device_id {
+                    bind("c.device_id = ?", Value::Text(device));
+                }
+                if let Some(state) = filter.state {
+                    bind(&format!("{STATE_AT} = ?"), Value::Text(state.as_str().to_owned()));
+                }
+                if let Some(since) = filter.since {
+                    bind("c.issued_at >= ?", Value::Integer(since));
+                }
+                let clause =
+                    if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
                 let mut stmt = c
-                    .prepare(&format!(
+                    .prepare_cached(&format!(
                         "SELECT c.command_id, c.device_id, d.platform, c.requested, c.action, {STATE_AT},
                            c.error_code, c.message, c.outputs_json, c.warning, c.attempts, c.issued_at, c.expires_at,
                            c.sent_at, c.reported_at
                          FROM commands c JOIN devices d ON d.device_id = c.device_id
-                         WHERE (?2 IS NULL OR c.device_id = ?2) AND (?3 IS NULL OR {STATE_AT} = ?3)
-                           AND (?4 IS NULL OR c.issued_at >= ?4) AND (?6 IS NULL OR c.command_id = ?6)
-                         ORDER BY c.issued_at DESC, c.command_id DESC LIMIT ?5"
+                         {clause}
+                         ORDER BY c.issued_at DESC, c.command_id DESC LIMIT ?{}",
+                        values.len() + 1
                     ))
                     .map_err(sql)?;
-                let limit = filter.limit.map(|n| n as i64).unwrap_or(-1);
-                let state = filter.state.map(CommandState::as_str);
-                let rows = stmt
-                    .query_map(
-                        params![now, filter.device_id, state, filter.since, limit, filter.command_id],
-                        action_row,
-                    )
-                    .map_err(sql)?;
+                values.push(Value::Integer(filter.limit.map(|n| n as i64).unwrap_or(-1)));
+                let rows = stmt.query_map(rusqlite::params_from_iter(values), action_row).map_err(sql)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(sql)
             })
             .await?;
