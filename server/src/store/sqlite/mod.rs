@@ -818,21 +818,22 @@ impl Store for SqliteStore {
                 // (`?N IS NULL OR ...` hides the index from the planner).
                 let mut conditions = Vec::new();
                 let mut values: Vec<Value> = vec![Value::Integer(now)];
-                let mut bind = |condition: &str, value: Value| {
+                // `column` is compared with the next parameter.
+                let mut bind = |column: &str, op: &str, value: Value| {
                     values.push(value);
-                    conditions.push(condition.replace('?', &format!("?{}", values.len())));
+                    conditions.push(format!("{column} {op} ?{}", values.len()));
                 };
                 if let Some(id) = filter.command_id {
-                    bind("c.command_id = ?", Value::Text(id));
+                    bind("c.command_id", "=", Value::Text(id));
                 }
                 if let Some(device) = filter.device_id {
-                    bind("c.device_id = ?", Value::Text(device));
+                    bind("c.device_id", "=", Value::Text(device));
                 }
                 if let Some(state) = filter.state {
-                    bind(&format!("{STATE_AT} = ?"), Value::Text(state.as_str().to_owned()));
+                    bind(STATE_AT, "=", Value::Text(state.as_str().to_owned()));
                 }
                 if let Some(since) = filter.since {
-                    bind("c.issued_at >= ?", Value::Integer(since));
+                    bind("c.issued_at", ">=", Value::Integer(since));
                 }
                 let clause =
                     if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };

@@ -236,3 +236,43 @@ fn a_renewed_certificate_replaces_the_old_one_on_first_use() {
         assert!(!store.device_by_cert("new").await.expect("new").expect("found").renewed);
     });
 }
+
+#[test]
+fn every_action_filter_narrows_and_they_combine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        enrolled(&store, "a").await;
+        enrolled(&store, "b").await;
+        for (id, device, issued) in [("a1", "a", 10), ("a2", "a", 20), ("a3", "a", 30), ("b1", "b", 25)] {
+            let mut new = command(id, device, 1_000_000);
+            new.command.issued_at_unix_ms = issued;
+            store.queue(new).await.expect("queue");
+        }
+        let ids = |rows: Vec<crate::records::ActionRecord>| rows.into_iter().map(|r| r.command_id).collect::<Vec<_>>();
+        let query = |filter: ActionFilter| {
+            let store = &store;
+            async move { ids(store.actions(filter, 100).await.expect("actions")) }
+        };
+        assert_eq!(query(ActionFilter::default()).await, ["a1", "a2", "b1", "a3"], "oldest first");
+        let one = ActionFilter { command_id: Some("a2".into()), ..ActionFilter::default() };
+        assert_eq!(query(one).await, ["a2"]);
+        let device = ActionFilter { device_id: Some("b".into()), ..ActionFilter::default() };
+        assert_eq!(query(device).await, ["b1"]);
+        let since = ActionFilter { since: Some(20), ..ActionFilter::default() };
+        assert_eq!(query(since).await, ["a2", "b1", "a3"]);
+        let newest = ActionFilter { limit: Some(2), ..ActionFilter::default() };
+        assert_eq!(query(newest).await, ["b1", "a3"], "the limit keeps the newest");
+        let combined = ActionFilter {
+            device_id: Some("a".into()),
+            state: Some(CommandState::Pending),
+            since: Some(15),
+            limit: Some(1),
+            command_id: None,
+        };
+        assert_eq!(query(combined).await, ["a3"]);
+        let mismatch =
+            ActionFilter { command_id: Some("a1".into()), device_id: Some("b".into()), ..ActionFilter::default() };
+        assert!(query(mismatch).await.is_empty());
+    });
+}
