@@ -138,6 +138,33 @@ fn holds_secret(payload: &[u8]) -> bool {
     }
 }
 
+/// A command's journal steps run the same few statements; through the connection's statement
+/// cache they are parsed once, not on every command.
+trait Cached {
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize>;
+    fn row<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 fn kv_get(c: &Connection, key: &str) -> R<Option<String>> {
     Ok(c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
 }
@@ -206,7 +233,7 @@ impl Journal {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let durable = sync == Sync::Durable;
         if conn.durable != durable {
-            conn.sqlite.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+            conn.sqlite.exec(if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" }, [])?;
             conn.durable = durable;
         }
         f(&mut conn.sqlite)
@@ -217,7 +244,7 @@ impl Journal {
         self.with(Sync::Lazy, |c| {
             let tx = c.transaction()?;
             let existing: Option<(String, i32)> = tx
-                .query_row(
+                .row(
                     "SELECT state, result_status FROM commands WHERE command_id = ?1",
                     params![command.command_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -228,7 +255,7 @@ impl Journal {
                 let not_now = status == v1::CommandStatus::NotNow as i32;
                 match state::next(current, Event::Redeliver, not_now) {
                     Ok(to) => {
-                        tx.execute(
+                        tx.exec(
                             "UPDATE commands SET state = ?2, payload = ?3, result = NULL, result_status = 0, acked = 0,
                                updated_at = ?4 WHERE command_id = ?1",
                             params![command.command_id, to.as_str(), command.encode_to_vec(), now],
@@ -239,7 +266,7 @@ impl Journal {
                     Err(_) => return Ok(Receipt::Known(current)),
                 }
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO commands (command_id, state, kind, payload, received_at, updated_at) VALUES (?1, 'received', ?2, ?3, ?4, ?4)",
                 params![command.command_id, kind, command.encode_to_vec(), now],
             )?;
@@ -252,7 +279,7 @@ impl Journal {
         self.with(Sync::Durable, |c| {
             let tx = c.transaction()?;
             let (text, payload): (String, Option<Vec<u8>>) =
-                tx.query_row("SELECT state, payload FROM commands WHERE command_id = ?1", params![command_id], |r| {
+                tx.row("SELECT state, payload FROM commands WHERE command_id = ?1", params![command_id], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
             // Only a payload that held a secret leaves page images worth scrubbing.
@@ -262,12 +289,12 @@ impl Journal {
             let to = state::next(current, event, false).map_err(JournalError::Transition)?;
             match result {
                 // Done: keep the result, drop the payload and its secrets.
-                Some(r) => tx.execute(
+                Some(r) => tx.exec(
                     "UPDATE commands SET state = ?2, result = ?3, result_status = ?4, payload = NULL, updated_at = ?5
                      WHERE command_id = ?1",
                     params![command_id, to.as_str(), r.encode_to_vec(), r.status, now],
                 )?,
-                None => tx.execute(
+                None => tx.exec(
                     "UPDATE commands SET state = ?2, updated_at = ?3 WHERE command_id = ?1",
                     params![command_id, to.as_str(), now],
                 )?,
@@ -294,7 +321,7 @@ impl Journal {
     pub fn ack(&self, command_id: &str, now: i64) -> R<()> {
         self.with(Sync::Lazy, |c| {
             let result: Option<Vec<u8>> = c
-                .query_row("SELECT result FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))
+                .row("SELECT result FROM commands WHERE command_id = ?1", params![command_id], |r| r.get(0))
                 .optional()?
                 .flatten();
             let pin_dropped =
@@ -304,7 +331,7 @@ impl Journal {
                         r.encode_to_vec()
                     })
                 });
-            c.execute(
+            c.exec(
                 "UPDATE commands SET acked = 1, result = COALESCE(?2, result), updated_at = ?3 WHERE command_id = ?1",
                 params![command_id, pin_dropped, now],
             )?;
@@ -320,7 +347,7 @@ impl Journal {
     /// never applied again. Returns true when a result was queued for reporting.
     pub fn report_again(&self, command_id: &str, now: i64) -> R<bool> {
         self.with(Sync::Lazy, |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE commands SET acked = 0, updated_at = ?2
                  WHERE command_id = ?1 AND state = 'done' AND acked = 1 AND result IS NOT NULL",
                 params![command_id, now],
