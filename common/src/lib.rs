@@ -10,6 +10,7 @@
 //! - [`socket`]: Unix sockets that are 0600 from the moment they exist.
 //! - [`cli`]: man pages and shell completions generated from a binary's `clap` definition.
 //! - [`nested_cargo`]: building the server binary from the demo and the tests.
+//! - [`sqlite`]: statements through the statement cache (the journal and the server's store).
 #![forbid(unsafe_code)]
 
 /// `--version` of every binary: the package version and the git revision it was built from.
@@ -22,4 +23,5 @@ pub mod log;
 pub mod nested_cargo;
 pub mod secret_input;
 pub mod socket;
+pub mod sqlite;
 pub mod time;

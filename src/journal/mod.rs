@@ -14,6 +14,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use latchkey_common::sqlite::Cached;
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -138,33 +139,6 @@ fn holds_secret(payload: &[u8]) -> bool {
     }
 }
 
-/// A command's journal steps run the same few statements; through the connection's statement
-/// cache they are parsed once, not on every command.
-trait Cached {
-    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize>;
-    fn row<T>(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T>;
-}
-
-impl Cached for Connection {
-    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(params)
-    }
-
-    fn row<T>(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        self.prepare_cached(sql)?.query_row(params, f)
-    }
-}
-
 fn kv_get(c: &Connection, key: &str) -> R<Option<String>> {
     Ok(c.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
 }
@@ -196,6 +170,7 @@ impl Journal {
                 .map_err(|e| JournalError::Io(display.clone(), e))?;
         }
         let conn = Connection::open(path)?;
+        conn.set_prepared_statement_cache_capacity(latchkey_common::sqlite::STATEMENT_CACHE);
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // A file that is not SQLite fails here, before anything writes to it.
         conn.pragma_update(None, "journal_mode", "WAL")

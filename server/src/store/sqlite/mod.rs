@@ -20,6 +20,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use latchkey_common::sqlite::Cached;
 use prost::Message;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -98,6 +99,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
 
 fn connect(path: &Path, write: bool) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(sql)?;
+    conn.set_prepared_statement_cache_capacity(latchkey_common::sqlite::STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
@@ -249,7 +251,7 @@ impl SqliteStore {
 /// Whether a token exists, is unused and unexpired.
 fn token_usable(c: &Connection, token_hash: &str, now: i64) -> Result<Option<String>, StoreError> {
     let row: Option<(i64, Option<i64>, Option<String>)> = c
-        .query_row(
+        .row(
             "SELECT expires_at, used_at, reserved_by FROM enrollment_tokens WHERE token_hash = ?1",
             params![token_hash],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -355,7 +357,7 @@ impl Store for SqliteStore {
     async fn insert_token(&self, token_hash: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
         let token_hash = token_hash.to_owned();
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
                 params![token_hash, now, expires_at],
             )
@@ -376,15 +378,15 @@ impl Store for SqliteStore {
             // A token whose first enrollment never came back (the device died before storing its
             // certificate) is reserved, not spent: the retry replaces the orphan.
             if let Some(orphan) = token_usable(c, &token_hash, now)? {
-                c.execute("DELETE FROM devices WHERE device_id = ?1 AND status = 'enrolling'", params![orphan])
+                c.exec("DELETE FROM devices WHERE device_id = ?1 AND status = 'enrolling'", params![orphan])
                     .map_err(sql)?;
             }
-            c.execute(
+            c.exec(
                 "UPDATE enrollment_tokens SET reserved_by = ?1 WHERE token_hash = ?2",
                 params![device.device_id, token_hash],
             )
             .map_err(sql)?;
-            c.execute(
+            c.exec(
                 "INSERT INTO devices (device_id, platform, mode, os_version, model, hostname, status, token_hash,
                    enrolled_at, cert_sha256, cert_not_after)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'enrolling', ?7, ?8, ?9, ?10)",
@@ -411,7 +413,7 @@ impl Store for SqliteStore {
         let sha256 = sha256.to_owned();
         let found = self
             .read(move |c| {
-                c.query_row(
+                c.row(
                     "SELECT device_id, status, renewed_cert_sha256 IS NOT NULL AND renewed_cert_sha256 = ?1
                      FROM devices WHERE cert_sha256 = ?1 OR renewed_cert_sha256 = ?1",
                     params![sha256],
@@ -427,13 +429,13 @@ impl Store for SqliteStore {
             let id = device_id.clone();
             self.write(move |c| {
                 let n = c
-                    .execute(
+                    .exec(
                         "UPDATE devices SET status = 'active' WHERE device_id = ?1 AND status = 'enrolling'",
                         params![id],
                     )
                     .map_err(sql)?;
                 if n == 1 {
-                    c.execute(
+                    c.exec(
                         "UPDATE enrollment_tokens SET used_at = ?2, device_id = ?1
                          WHERE token_hash = (SELECT token_hash FROM devices WHERE device_id = ?1)",
                         params![id, crate::now_ms()],
@@ -453,7 +455,7 @@ impl Store for SqliteStore {
         let device_id = device_id.to_owned();
         self.write(move |c| {
             let n = c
-                .execute(
+                .exec(
                     "UPDATE devices SET renewed_cert_sha256 = ?2, renewed_cert_not_after = ?3 WHERE device_id = ?1",
                     params![device_id, cert.sha256, cert.not_after],
                 )
@@ -469,7 +471,7 @@ impl Store for SqliteStore {
     async fn promote_renewed_cert(&self, device_id: &str, sha256: &str) -> Result<(), StoreError> {
         let (device_id, sha256) = (device_id.to_owned(), sha256.to_owned());
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE devices SET cert_sha256 = renewed_cert_sha256, cert_not_after = renewed_cert_not_after,
                    renewed_cert_sha256 = NULL, renewed_cert_not_after = NULL
                  WHERE device_id = ?1 AND renewed_cert_sha256 = ?2",
@@ -496,7 +498,7 @@ impl Store for SqliteStore {
             serde_json::to_string(&ReportedDoc { v: 1, reported }).map_err(|e| StoreError::Failure(e.to_string()))?;
         self.note(move |c| {
             let n = c
-                .execute(
+                .exec(
                     "UPDATE devices SET last_checkin = ?2, last_seen = MAX(last_seen, ?2), reset_token_state = ?3,
                        passcode_present = ?4, device_policy = ?5, locked = ?6, os_version = ?7, model = ?8,
                        hostname = ?9, agent_version = ?10, reported = ?11
@@ -515,7 +517,7 @@ impl Store for SqliteStore {
     async fn set_escrow(&self, device_id: &str, kind: EscrowKind, sealed: Vec<u8>, now: i64) -> Result<(), StoreError> {
         let device_id = device_id.to_owned();
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO escrow (device_id, kind, sealed, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (device_id, kind) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
                 params![device_id, kind.as_str(), sealed, now],
@@ -532,7 +534,7 @@ impl Store for SqliteStore {
     async fn escrow(&self, device_id: &str, kind: EscrowKind) -> Result<Option<Vec<u8>>, StoreError> {
         let device_id = device_id.to_owned();
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 "SELECT sealed FROM escrow WHERE device_id = ?1 AND kind = ?2",
                 params![device_id, kind.as_str()],
                 |r| r.get(0),
@@ -546,7 +548,7 @@ impl Store for SqliteStore {
     async fn set_online(&self, device_id: &str, online: bool, now: i64) -> Result<(), StoreError> {
         let device_id = device_id.to_owned();
         self.note(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE devices SET online = ?2, last_seen = MAX(last_seen, ?3) WHERE device_id = ?1",
                 params![device_id, online, now],
             )
@@ -557,7 +559,7 @@ impl Store for SqliteStore {
     }
 
     async fn all_offline(&self) -> Result<(), StoreError> {
-        self.note(|c| c.execute("UPDATE devices SET online = 0 WHERE online = 1", []).map(|_| ()).map_err(sql)).await
+        self.note(|c| c.exec("UPDATE devices SET online = 0 WHERE online = 1", []).map(|_| ()).map_err(sql)).await
     }
 
     async fn touch(&self, seen: Vec<(String, i64)>) -> Result<(), StoreError> {
@@ -577,7 +579,7 @@ impl Store for SqliteStore {
         let device_id = device_id.to_owned();
         self.write(move |c| {
             let n = c
-                .execute(
+                .exec(
                     "UPDATE devices SET status = ?2, ended_at = ?3, online = 0, renewed_cert_sha256 = NULL
                      WHERE device_id = ?1",
                     params![device_id, status.as_str(), now],
@@ -588,14 +590,14 @@ impl Store for SqliteStore {
             }
             let message = format!("cancelled: the device was {}", status.as_str());
             let cancelled = c
-                .execute(
+                .exec(
                     "UPDATE commands SET state = 'cancelled', payload = NULL, message = ?2
                      WHERE device_id = ?1 AND state IN ('pending', 'sent')",
                     params![device_id, message],
                 )
                 .map_err(sql)?;
-            c.execute("DELETE FROM escrow WHERE device_id = ?1", params![device_id]).map_err(sql)?;
-            c.execute("DELETE FROM passcodes WHERE device_id = ?1", params![device_id]).map_err(sql)?;
+            c.exec("DELETE FROM escrow WHERE device_id = ?1", params![device_id]).map_err(sql)?;
+            c.exec("DELETE FROM passcodes WHERE device_id = ?1", params![device_id]).map_err(sql)?;
             Ok(cancelled as u64)
         })
         .await
@@ -605,7 +607,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let cmd = &new.command;
             let status: Option<String> = c
-                .query_row("SELECT status FROM devices WHERE device_id = ?1", params![cmd.device_id], |r| r.get(0))
+                .row("SELECT status FROM devices WHERE device_id = ?1", params![cmd.device_id], |r| r.get(0))
                 .optional()
                 .map_err(sql)?;
             match status.as_deref() {
@@ -614,7 +616,7 @@ impl Store for SqliteStore {
                 Some("retired") => return Err(StoreError::NotActive(cmd.device_id.clone(), "retired")),
                 Some(_) => return Err(StoreError::NotActive(cmd.device_id.clone(), "unenrolled")),
             }
-            c.execute(
+            c.exec(
                 "INSERT INTO commands (command_id, device_id, requested, action, payload, state, issued_at, expires_at, warning)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8)",
                 params![
@@ -631,7 +633,7 @@ impl Store for SqliteStore {
             .map_err(sql)?;
             if let Some((kind, sealed)) = &new.passcode {
                 let created = cmd.issued_at_unix_ms;
-                c.execute(
+                c.exec(
                     "INSERT INTO passcodes (command_id, device_id, kind, sealed, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![cmd.command_id, cmd.device_id, kind.as_str(), sealed, created, created + kind.visible_ms()],
@@ -692,7 +694,7 @@ impl Store for SqliteStore {
         let device_id = device_id.to_owned();
         self.write(move |c| {
             let row: Option<(String, String, i64, u32, i64, i64, i64)> = c
-                .query_row(
+                .row(
                     "SELECT device_id, state, reported_at, not_now, expires_at, last_finished_at, issued_at
                      FROM commands WHERE command_id = ?1",
                     params![result.command_id],
@@ -712,7 +714,7 @@ impl Store for SqliteStore {
             if result.status == Status::NotNow && not_now + 1 < retry.max_attempts && expires_at > now {
                 // Nothing was applied: deliver it again later, a bounded number of times.
                 let deliver_after = now + retry.delay_ms(not_now + 1);
-                c.execute(
+                c.exec(
                     "UPDATE commands SET state = 'pending', not_now = not_now + 1, deliver_after = ?2,
                        last_finished_at = ?3, error_code = ?4, message = ?5, outputs_json = ?6
                      WHERE command_id = ?1",
@@ -728,7 +730,7 @@ impl Store for SqliteStore {
                 .map_err(sql)?;
                 return Ok(ReportOutcome::Requeued(deliver_after));
             }
-            c.execute(
+            c.exec(
                 "UPDATE commands SET state = ?2, error_code = ?3, message = ?4, outputs_json = ?5, finished_at = ?6,
                    reported_at = ?7, last_finished_at = ?6, payload = NULL, not_now = not_now + ?8
                  WHERE command_id = ?1",
@@ -746,7 +748,7 @@ impl Store for SqliteStore {
             .map_err(sql)?;
             if let Some(sealed) = &result.generated_pin {
                 let kind = PasscodeKind::DevicePin;
-                c.execute(
+                c.exec(
                     "INSERT OR REPLACE INTO passcodes (command_id, device_id, kind, sealed, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![result.command_id, device_id, kind.as_str(), sealed, now, now + kind.visible_ms()],
@@ -760,14 +762,14 @@ impl Store for SqliteStore {
 
     async fn expire_due(&self, now: i64) -> Result<u64, StoreError> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "DELETE FROM passcodes WHERE command_id IN (SELECT command_id FROM commands
                    WHERE state IN ('pending', 'sent') AND expires_at <= ?1)",
                 params![now],
             )
             .map_err(sql)?;
             let n = c
-                .execute(
+                .exec(
                     "UPDATE commands SET state = 'expired', payload = NULL,
                        message = 'the command expired before the device answered; issue it again if it is still needed'
                      WHERE state IN ('pending', 'sent') AND expires_at <= ?1",
@@ -781,7 +783,7 @@ impl Store for SqliteStore {
 
     async fn purge_passcodes(&self, now: i64) -> Result<u64, StoreError> {
         self.write(move |c| {
-            c.execute("DELETE FROM passcodes WHERE expires_at <= ?1", params![now]).map(|n| n as u64).map_err(sql)
+            c.exec("DELETE FROM passcodes WHERE expires_at <= ?1", params![now]).map(|n| n as u64).map_err(sql)
         })
         .await
     }
@@ -790,7 +792,9 @@ impl Store for SqliteStore {
         let raw = self
             .read(|c| {
                 let mut stmt = c
-                    .prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices d ORDER BY d.enrolled_at, d.device_id"))
+                    .prepare_cached(&format!(
+                        "SELECT {DEVICE_COLUMNS} FROM devices d ORDER BY d.enrolled_at, d.device_id"
+                    ))
                     .map_err(sql)?;
                 let rows = stmt.query_map([], device_row).map_err(sql)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(sql)
@@ -803,7 +807,7 @@ impl Store for SqliteStore {
         let id = device_id.to_owned();
         let raw = self
             .read(move |c| {
-                c.query_row(
+                c.row(
                     &format!("SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.device_id = ?1"),
                     params![id],
                     device_row,
@@ -873,7 +877,7 @@ impl Store for SqliteStore {
         let raw = self
             .read(move |c| {
                 let mut stmt = c
-                    .prepare(&format!(
+                    .prepare_cached(&format!(
                         "SELECT p.command_id, p.device_id, p.kind, p.sealed, p.created_at, p.expires_at, {STATE_AT}
                          FROM passcodes p JOIN commands c ON c.command_id = p.command_id
                          WHERE p.device_id = ?2 AND p.expires_at > ?1 ORDER BY p.created_at"
@@ -914,7 +918,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stats = QueueStats::default();
             let mut stmt = c
-                .prepare(&format!("SELECT c.action, {STATE_AT}, count(*) FROM commands c GROUP BY 1, 2"))
+                .prepare_cached(&format!("SELECT c.action, {STATE_AT}, count(*) FROM commands c GROUP BY 1, 2"))
                 .map_err(sql)?;
             let rows = stmt
                 .query_map(params![now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?)))
@@ -924,7 +928,7 @@ impl Store for SqliteStore {
                 stats.by_action_state.insert((action, state), n);
             }
             let oldest: Option<i64> = c
-                .query_row(
+                .row(
                     "SELECT min(issued_at) FROM commands INDEXED BY commands_open_expiry
                      WHERE state IN ('pending', 'sent') AND expires_at > ?1",
                     params![now],
@@ -932,7 +936,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql)?;
             stats.oldest_open_ms = oldest.map(|t| now - t).unwrap_or(0);
-            let mut stmt = c.prepare("SELECT status, count(*) FROM devices GROUP BY 1").map_err(sql)?;
+            let mut stmt = c.prepare_cached("SELECT status, count(*) FROM devices GROUP BY 1").map_err(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(sql)?;
             for row in rows {
                 let (status, n) = row.map_err(sql)?;
