@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use latchkey_platform::request::Request;
 use latchkey_server::admin::ActionOptions;
-use latchkey_server::records::{ActionFilter, CommandState};
+use latchkey_server::records::CommandState;
 
 use crate::procs::{agent_config, AgentProc, Bins, ServerProc};
 use crate::report::{emit, note, Samples};
@@ -98,21 +98,12 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         let options = ActionOptions { ttl: Duration::from_secs(600), force: false };
         rt.block_on(admin.queue_action(&agent.device_id, &lock, options))
     };
+    // Woken by the server once the result is stored (`wait` on its admin socket): no polling
+    // competes with the processes under test for the two cores.
     let wait = |command_id: &str| -> Result<latchkey_server::records::ActionRecord> {
-        let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let rows = rt.block_on(admin.store.actions(filter.clone(), latchkey_server::now_ms()))?;
-            if let Some(row) =
-                rows.into_iter().next().filter(|r| !matches!(r.state, CommandState::Pending | CommandState::Sent))
-            {
-                return Ok(row);
-            }
-            if Instant::now() > until {
-                bail!("no result for {command_id} within 30 s");
-            }
-            // Polling from another process: 100 µs adds at most that to a sample.
-            std::thread::sleep(Duration::from_micros(100));
+        match rt.block_on(admin.wait_result(command_id, Duration::from_secs(30)))? {
+            Some(row) if row.state.is_final() => Ok(row),
+            _ => bail!("no result for {command_id} within 30 s"),
         }
     };
 

@@ -17,7 +17,7 @@ use latchkey_platform::{decide, Decision, ErrorCode, Scope, Secret, SecretBytes,
 use latchkey_proto::v1;
 
 use crate::hub::Hub;
-use crate::records::{DeviceRecord, DeviceStatus, EscrowKind, PasscodeKind};
+use crate::records::{ActionFilter, ActionRecord, DeviceRecord, DeviceStatus, EscrowKind, PasscodeKind};
 use crate::service::{escrow_context, passcode_context, token_hash};
 use crate::store::{NewCommand, Store, StoreError};
 use crate::vault::Vault;
@@ -88,6 +88,49 @@ impl Waker {
     pub async fn close(&self, device_id: &str) -> Delivery {
         self.send("close", device_id).await
     }
+
+    /// Asks the serving process to answer once the command is final; false when it cannot
+    /// (no server, no answer within `timeout`).
+    async fn wait_socket(path: &std::path::Path, command_id: &str, timeout: Duration) -> bool {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::UnixStream::connect(path).await else { return false };
+        if stream.write_all(format!("wait {command_id}\n").as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let mut reader = tokio::io::BufReader::new(stream);
+        matches!(tokio::time::timeout(timeout, reader.read_line(&mut answer)).await, Ok(Ok(n)) if n > 0)
+    }
+}
+
+/// Waits until a command is final (a result, expiry or cancellation) and returns it; `None` for
+/// an unknown command. Checks storage after subscribing, so a result stored in between is seen.
+pub async fn wait_final(hub: &Hub, store: &dyn Store, command_id: &str) -> Result<Option<ActionRecord>, StoreError> {
+    let mut changed = hub.watch_result(command_id);
+    let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
+    let outcome = loop {
+        let now = now_ms();
+        let record = match store.actions(filter.clone(), now).await {
+            Ok(rows) => rows.into_iter().next(),
+            Err(e) => break Err(e),
+        };
+        let Some(record) = record else { break Ok(None) };
+        if record.state.is_final() {
+            break Ok(Some(record));
+        }
+        // The view shows it expired once its expiry passes; nothing else announces that.
+        let expiry = Duration::from_millis(u64::try_from(record.expires_at - now).unwrap_or(0).saturating_add(1));
+        tokio::select! {
+            seen = changed.changed() => if seen.is_err() {
+                // Never while we hold the receiver; do not spin if it ever happens.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            },
+            _ = tokio::time::sleep(expiry) => {}
+        }
+    };
+    drop(changed);
+    hub.unwatch(command_id);
+    outcome
 }
 
 /// Admin failures.
@@ -187,6 +230,24 @@ impl Admin {
         let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         self.store.insert_token(&token_hash(token.expose()), now, expires).await?;
         Ok(token)
+    }
+
+    /// The command once it is final, or as it stands after `timeout` (`None`: unknown). Woken by
+    /// the serving process, not by polling storage.
+    pub async fn wait_result(&self, command_id: &str, timeout: Duration) -> Result<Option<ActionRecord>, AdminError> {
+        match &self.waker {
+            Waker::InProcess(hub) => {
+                if let Ok(found) = tokio::time::timeout(timeout, wait_final(hub, self.store.as_ref(), command_id)).await
+                {
+                    return Ok(found?);
+                }
+            }
+            Waker::Socket(path) => {
+                Waker::wait_socket(path, command_id, timeout).await;
+            }
+        }
+        let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
+        Ok(self.store.actions(filter, now_ms()).await?.into_iter().next())
     }
 
     /// Queues what the admin asks of a device and wakes it.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// One device's live stream, as the hub holds it.
@@ -24,6 +24,9 @@ pub struct Hub {
     seen: Mutex<HashMap<String, i64>>,
     /// Certificates verified recently; forgotten when the device's stream is closed.
     pub certs: crate::known_certs::KnownCerts,
+    /// Commands an admin waits on (`wait ID` on the admin socket): a counter bumped whenever
+    /// the command may have reached a final state.
+    results: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 /// A registration; unregisters only itself (a newer stream for the same device survives).
@@ -77,10 +80,40 @@ impl Hub {
         }
     }
 
+    /// Watches a command for a stored result. The receiver sees every bump after this call;
+    /// call [`Hub::unwatch`] once it is dropped.
+    pub fn watch_result(&self, command_id: &str) -> watch::Receiver<u64> {
+        lock(&self.results).entry(command_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Forgets a command nobody watches any more.
+    pub fn unwatch(&self, command_id: &str) {
+        let mut results = lock(&self.results);
+        if results.get(command_id).is_some_and(|s| s.receiver_count() == 0) {
+            results.remove(command_id);
+        }
+    }
+
+    /// A result was stored for the command.
+    pub fn result_stored(&self, command_id: &str) {
+        if let Some(sender) = lock(&self.results).get(command_id) {
+            sender.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Commands may have ended without a result (a device retired or unenrolled).
+    pub fn results_changed(&self) {
+        for sender in lock(&self.results).values() {
+            sender.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Ends the device's stream (it was retired) and forgets its certificates; returns whether
     /// it had a stream.
     pub fn close(&self, device_id: &str) -> bool {
         self.certs.forget(device_id);
+        // Its queue was cancelled.
+        self.results_changed();
         match lock(&self.streams).get(device_id) {
             Some(stream) => {
                 stream.closed.cancel();

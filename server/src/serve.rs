@@ -131,7 +131,7 @@ pub async fn start(config: ServeConfig, shutdown: CancellationToken) -> Result<R
     let admin_path = dir.admin_socket();
     let admin =
         latchkey_common::socket::bind_private(&admin_path).map_err(io(format!("binding {}", admin_path.display())))?;
-    tokio::spawn(admin_listener(admin, hub.clone(), shutdown.clone()));
+    tokio::spawn(admin_listener(admin, hub.clone(), store.clone(), shutdown.clone()));
     tokio::spawn(sweeper(store.clone(), hub.clone(), config.sweep_interval, shutdown.clone()));
 
     let metrics_addr = match config.metrics_listen {
@@ -226,8 +226,9 @@ async fn accept_loop(
     }
 }
 
-/// Admin socket lines: `wake DEVICE` (new work) or `close DEVICE` (retired).
-async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, shutdown: CancellationToken) {
+/// Admin socket lines: `wake DEVICE` (new work) or `close DEVICE` (retired), answered `reached`
+/// or `absent`; `wait COMMAND`, answered `final STATE` (or `unknown`) once the command is final.
+async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, store: Arc<dyn Store>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -240,26 +241,43 @@ async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, shutdown: Cancell
             },
             _ = shutdown.cancelled() => return,
         };
-        let hub = hub.clone();
+        let (hub, store, shutdown) = (hub.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
             let (reader, mut writer) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let reached = match line.trim().split_once(' ') {
-                    Some(("close", device_id)) => hub.close(device_id.trim()),
-                    Some(("wake", device_id)) => hub.wake(device_id.trim()),
+                let answer = match line.trim().split_once(' ') {
+                    Some(("close", device_id)) => reached(hub.close(device_id.trim())),
+                    Some(("wake", device_id)) => reached(hub.wake(device_id.trim())),
+                    Some(("wait", command_id)) => {
+                        let waited = tokio::select! {
+                            w = crate::admin::wait_final(&hub, store.as_ref(), command_id.trim()) => w,
+                            _ = shutdown.cancelled() => return,
+                        };
+                        match waited {
+                            Ok(Some(record)) => format!("final {}\n", record.state.as_str()),
+                            Ok(None) => "unknown\n".to_owned(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "waiting for a result");
+                                "error\n".to_owned()
+                            }
+                        }
+                    }
                     _ => {
                         tracing::warn!("unknown admin socket request");
-                        false
+                        reached(false)
                     }
                 };
-                let answer: &[u8] = if reached { b"reached\n" } else { b"absent\n" };
-                if tokio::io::AsyncWriteExt::write_all(&mut writer, answer).await.is_err() {
+                if tokio::io::AsyncWriteExt::write_all(&mut writer, answer.as_bytes()).await.is_err() {
                     break;
                 }
             }
         });
     }
+}
+
+fn reached(yes: bool) -> String {
+    (if yes { "reached\n" } else { "absent\n" }).to_owned()
 }
 
 /// Expires commands, drops passcodes past their days, writes last-seen times in one batch.

@@ -301,6 +301,7 @@ impl DeviceService for Service {
         };
         let now = now_ms();
         let outcome = self.store.record_result(&device_id, new, now, self.retry).await.map_err(|e| self.status(e))?;
+        self.hub.result_stored(&result.command_id);
         let duplicate = outcome == ReportOutcome::Duplicate;
         match outcome {
             ReportOutcome::Recorded(issued_at) => {
@@ -337,6 +338,7 @@ impl DeviceService for Service {
             .map_err(|e| self.status(e))?;
         self.hub.certs.forget(&device_id);
         self.hub.wake(&device_id);
+        self.hub.results_changed();
         tracing::info!(device_id = %device_id, cancelled, "device unenrolled");
         Ok(Response::new(v1::UnenrollAck {}))
     }

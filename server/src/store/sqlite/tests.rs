@@ -276,3 +276,50 @@ fn every_action_filter_narrows_and_they_combine() {
         assert!(query(mismatch).await.is_empty());
     });
 }
+
+#[test]
+fn a_waiting_admin_is_woken_by_the_result_by_expiry_and_by_cancellation() {
+    use crate::admin::wait_final;
+    use crate::hub::Hub;
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let sqlite = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        enrolled(&sqlite, "d").await;
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let hub = Arc::new(Hub::default());
+        let far = crate::now_ms() + 3_600_000;
+        let wait = |id: &'static str| {
+            let (hub, store) = (hub.clone(), store.clone());
+            tokio::spawn(async move { wait_final(&hub, store.as_ref(), id).await })
+        };
+        let in_time = |task| tokio::time::timeout(std::time::Duration::from_secs(10), task);
+
+        // A result: stored, announced, answered.
+        store.queue(command("c1", "d", far)).await.expect("queue");
+        let waiting = wait("c1");
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "answered before any result");
+        let now = crate::now_ms();
+        store.record_result("d", result("c1", Status::Succeeded, now), now, RetryPolicy::default()).await.expect("r");
+        hub.result_stored("c1");
+        let got = in_time(waiting).await.expect("woken").expect("task").expect("store").expect("known");
+        assert_eq!(got.state, CommandState::Done(Status::Succeeded));
+
+        // Expiry: nothing announces it; the waiter wakes at the expiry time.
+        store.queue(command("c2", "d", crate::now_ms() + 200)).await.expect("queue");
+        let got = in_time(wait("c2")).await.expect("woken at expiry").expect("task").expect("store").expect("known");
+        assert_eq!(got.state, CommandState::Expired);
+
+        // Cancellation: the device is retired.
+        store.queue(command("c3", "d", far)).await.expect("queue");
+        let waiting = wait("c3");
+        tokio::task::yield_now().await;
+        store.end_management("d", DeviceStatus::Retired, crate::now_ms()).await.expect("retire");
+        hub.close("d");
+        let got = in_time(waiting).await.expect("woken").expect("task").expect("store").expect("known");
+        assert_eq!(got.state, CommandState::Cancelled);
+
+        // Unknown commands are answered at once; nobody is left watching.
+        assert!(wait_final(&hub, store.as_ref(), "nope").await.expect("store").is_none());
+    });
+}
