@@ -29,10 +29,14 @@ fn device_owner_reset_over_the_push_stream() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(root.path());
     let device = started(root.path(), &server, "do", DeviceSpec::new("android-do"));
-    let (id, passcode) = server.action("reset-passcode", &device.id, &[]);
-    let passcode = passcode.expect("a temporary passcode for an Android reset");
-    let row = server.wait_result(&id, T);
-    assert_eq!(row["state"], "succeeded", "{row}");
+    // `--wait`: the admin learns the outcome from the same command (the server answers it).
+    let queued = server.action_json("reset-passcode", &device.id, &["--wait", "30s"]);
+    assert_eq!(queued["result"]["state"], "succeeded", "{queued}");
+    assert_eq!(queued["result"]["final"], true, "{queued}");
+    let id = queued["command_id"].as_str().expect("id").to_owned();
+    let passcode = queued["temporary_passcode"].as_str().expect("a temporary passcode for an Android reset").to_owned();
+    let row = server.action_row(&id).expect("row");
+    assert_eq!(row["state"], "succeeded", "stored before the wait answered: {row}");
     assert_eq!(device.user(&["check-passcode"], &passcode), 0, "the device does not hold the temporary passcode");
     assert_eq!(device.effects_for(&id), 1);
     let listed = server.admin_ok(&["passcodes", "--device", &device.id]);
@@ -135,9 +139,21 @@ fn aosp_lock_without_a_passcode_policy_is_an_honest_failure_said_up_front() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("not queued") && stderr.contains("NO_PASSCODE_POLICY"), "{stderr}");
     assert!(server.actions().is_empty(), "a refused action was queued");
-    // Forced, the device answers for itself, and says the same.
-    let id = server.action_forced("lock", &device.id, &["--message", "call IT"]);
-    let row = server.wait_result(&id, T);
+    // Forced, the device answers for itself, and says the same (here to a waiting admin).
+    let out = server.admin_ok(&[
+        "action",
+        "lock",
+        "--device",
+        &device.id,
+        "--force",
+        "--message",
+        "call IT",
+        "--wait",
+        "30s",
+    ]);
+    assert!(out.contains("result: failed NO_PASSCODE_POLICY: "), "{out}");
+    let id = out.split_whitespace().nth(1).expect("action ID").to_owned();
+    let row = server.action_row(&id).expect("row");
     assert_eq!(row["state"], "failed");
     assert_eq!(row["error_code"], "NO_PASSCODE_POLICY");
     assert!(row["message"].as_str().unwrap_or_default().contains("assign"), "{row}");

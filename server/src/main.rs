@@ -157,6 +157,10 @@ struct ActionCommon {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Wait up to this long for the outcome (the device's result, expiry or cancellation) and
+    /// print it; the serving process answers when it is stored.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
 }
 
 #[derive(Subcommand)]
@@ -443,8 +447,20 @@ async fn queue_action(admin: &Admin, kind: ActionKind) -> anyhow::Result<()> {
         admin::AdminError::Invalid(m) => anyhow::Error::new(Exit::new(Code::Usage, m)),
         other => anyhow::Error::new(other),
     })?;
+    let outcome = match common.wait {
+        Some(limit) => Some(admin.wait_result(&queued.command_id, limit).await?),
+        None => None,
+    };
+    let result = |record: &latchkey_server::records::ActionRecord| {
+        serde_json::json!({
+            "state": record.state.as_str(),
+            "final": record.state.is_final(),
+            "error_code": record.error_code,
+            "message": record.message,
+        })
+    };
     if common.json {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "command_id": queued.command_id,
             "requested": queued.requested,
             "action": queued.action,
@@ -454,6 +470,9 @@ async fn queue_action(admin: &Admin, kind: ActionKind) -> anyhow::Result<()> {
             "warning": queued.warning,
             "delivery": match queued.delivery { Delivery::Pushed => "pushed", Delivery::Queued => "queued", Delivery::ServerDown => "server_down" },
         });
+        if let Some(Some(record)) = &outcome {
+            value["result"] = result(record);
+        }
         println!("{value}");
         return Ok(());
     }
@@ -471,6 +490,22 @@ async fn queue_action(admin: &Admin, kind: ActionKind) -> anyhow::Result<()> {
         println!("lock PIN (the Mac unlocks with it; `passcodes` shows it for 30 days): {}", p.expose());
     }
     println!("{}", delivery_text(queued.delivery));
+    match outcome {
+        Some(Some(record)) if record.state.is_final() => {
+            let detail = [record.error_code.as_str(), record.message.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
+            println!("result: {}{}{}", record.state.as_str(), if detail.is_empty() { "" } else { " " }, detail);
+        }
+        Some(Some(record)) => println!(
+            "result: none yet (still {}); `latchkey-server actions --command {}` shows it later",
+            record.state.as_str(),
+            record.command_id
+        ),
+        Some(None) | None => {}
+    }
     Ok(())
 }
 
