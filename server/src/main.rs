@@ -26,7 +26,7 @@ const EXAMPLES: &str = "Examples:
   latchkey-server --data /srv/lk ca > server-ca.pem
   latchkey-server --data /srv/lk token create --ttl 24h
   latchkey-server --data /srv/lk action reset-passcode --device ID
-  latchkey-server --data /srv/lk action lock --device ID --message 'Call IT' --phone '+1 555 0100'
+  latchkey-server --data /srv/lk action lock --device ID --message 'Call IT' --phone '+1 555 0100' --wait 30s
   latchkey-server --data /srv/lk actions --state failed --since 1h
   latchkey-server --data /srv/lk device retire --device ID";
 
