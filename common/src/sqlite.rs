@@ -32,7 +32,14 @@ impl Cached for Connection {
 }
 
 /// Statements a connection keeps prepared: more than the hot paths use, so none is evicted.
-pub const STATEMENT_CACHE: usize = 64;
+const STATEMENT_CACHE: usize = 64;
+
+/// Opens a connection whose statement cache holds every statement a hot path runs.
+pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
 
 #[cfg(test)]
 mod tests {

@@ -89,17 +89,17 @@ impl Waker {
         self.send("close", device_id).await
     }
 
-    /// Asks the serving process to answer once the command is final; false when it cannot
-    /// (no server, no answer within `timeout`).
-    async fn wait_socket(path: &std::path::Path, command_id: &str, timeout: Duration) -> bool {
+    /// Returns once the serving process answers that the command is final, or at once when no
+    /// server listens, or after `timeout`. The caller reads the command from storage either way.
+    async fn wait_socket(path: &std::path::Path, command_id: &str, timeout: Duration) {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        let Ok(mut stream) = tokio::net::UnixStream::connect(path).await else { return false };
+        let Ok(mut stream) = tokio::net::UnixStream::connect(path).await else { return };
         if stream.write_all(format!("wait {command_id}\n").as_bytes()).await.is_err() {
-            return false;
+            return;
         }
         let mut answer = String::new();
         let mut reader = tokio::io::BufReader::new(stream);
-        matches!(tokio::time::timeout(timeout, reader.read_line(&mut answer)).await, Ok(Ok(n)) if n > 0)
+        let _ = tokio::time::timeout(timeout, reader.read_line(&mut answer)).await;
     }
 }
 
@@ -107,19 +107,17 @@ impl Waker {
 /// an unknown command. Checks storage after subscribing, so a result stored in between is seen.
 pub async fn wait_final(hub: &Hub, store: &dyn Store, command_id: &str) -> Result<Option<ActionRecord>, StoreError> {
     let mut changed = hub.watch_result(command_id);
-    let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
     let outcome = loop {
-        let now = now_ms();
-        let record = match store.actions(filter.clone(), now).await {
-            Ok(rows) => rows.into_iter().next(),
-            Err(e) => break Err(e),
+        let record = match action_record(store, command_id).await {
+            Ok(Some(record)) => record,
+            other => break other,
         };
-        let Some(record) = record else { break Ok(None) };
         if record.state.is_final() {
             break Ok(Some(record));
         }
         // The view shows it expired once its expiry passes; nothing else announces that.
-        let expiry = Duration::from_millis(u64::try_from(record.expires_at - now).unwrap_or(0).saturating_add(1));
+        let left = record.expires_at - now_ms();
+        let expiry = Duration::from_millis(u64::try_from(left).unwrap_or(0).saturating_add(1));
         tokio::select! {
             seen = changed.changed() => if seen.is_err() {
                 // Never while we hold the receiver; do not spin if it ever happens.
@@ -131,6 +129,12 @@ pub async fn wait_final(hub: &Hub, store: &dyn Store, command_id: &str) -> Resul
     drop(changed);
     hub.unwatch(command_id);
     outcome
+}
+
+/// One command as `actions` shows it now; `None` for an unknown one.
+async fn action_record(store: &dyn Store, command_id: &str) -> Result<Option<ActionRecord>, StoreError> {
+    let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
+    Ok(store.actions(filter, now_ms()).await?.into_iter().next())
 }
 
 /// Admin failures.
@@ -242,12 +246,9 @@ impl Admin {
                     return Ok(found?);
                 }
             }
-            Waker::Socket(path) => {
-                Waker::wait_socket(path, command_id, timeout).await;
-            }
+            Waker::Socket(path) => Waker::wait_socket(path, command_id, timeout).await,
         }
-        let filter = ActionFilter { command_id: Some(command_id.to_owned()), ..ActionFilter::default() };
-        Ok(self.store.actions(filter, now_ms()).await?.into_iter().next())
+        Ok(action_record(self.store.as_ref(), command_id).await?)
     }
 
     /// Queues what the admin asks of a device and wakes it.

@@ -169,8 +169,7 @@ impl Journal {
                 .open(path)
                 .map_err(|e| JournalError::Io(display.clone(), e))?;
         }
-        let conn = Connection::open(path)?;
-        conn.set_prepared_statement_cache_capacity(latchkey_common::sqlite::STATEMENT_CACHE);
+        let conn = latchkey_common::sqlite::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // A file that is not SQLite fails here, before anything writes to it.
         conn.pragma_update(None, "journal_mode", "WAL")

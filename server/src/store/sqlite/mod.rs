@@ -98,8 +98,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
 }
 
 fn connect(path: &Path, write: bool) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(sql)?;
-    conn.set_prepared_statement_cache_capacity(latchkey_common::sqlite::STATEMENT_CACHE);
+    let conn = latchkey_common::sqlite::open(path).map_err(sql)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
