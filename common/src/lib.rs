@@ -10,7 +10,8 @@
 //! - [`socket`]: Unix sockets that are 0600 from the moment they exist.
 //! - [`cli`]: man pages and shell completions generated from a binary's `clap` definition.
 //! - [`nested_cargo`]: building the server binary from the demo and the tests.
-//! - [`sqlite`]: statements through the statement cache (the journal and the server's store).
+//! - [`sqlite`] (feature `sqlite`): statements through the statement cache (the journal and the
+//!   server's store).
 #![forbid(unsafe_code)]
 
 /// `--version` of every binary: the package version and the git revision it was built from.
@@ -23,5 +24,6 @@ pub mod log;
 pub mod nested_cargo;
 pub mod secret_input;
 pub mod socket;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod time;
