@@ -97,18 +97,9 @@ fn unusable(path: &Path, problem: impl Into<String>) -> IdentityError {
     IdentityError::Unusable { path: path.display().to_string(), problem: problem.into() }
 }
 
-/// The certificate's validity end, Unix seconds, and its subject's common name.
+/// The certificate's validity end (Unix seconds), its subject's common name and its key.
 fn certificate_facts(cert_pem: &str) -> Result<(i64, Option<String>, Vec<u8>), String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-        .map_err(|_| "the certificate is not a PEM certificate".to_owned())?;
-    if pem.label != "CERTIFICATE" {
-        return Err(format!("the certificate PEM holds a {:?}, not a CERTIFICATE", pem.label));
-    }
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&pem.contents).map_err(|_| "the certificate does not parse".to_owned())?;
-    let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned);
-    let public_key = cert.public_key().subject_public_key.data.to_vec();
-    Ok((cert.validity().not_after.timestamp(), cn, public_key))
+    crate::certificate::facts_from_pem(cert_pem).map(|f| (f.not_after, f.common_name, f.public_key))
 }
 
 impl Identity {

@@ -2,7 +2,8 @@
 //! (the fleet benchmark). It never links the reference server.
 //!
 //! - [`config`]: TOML configuration with `config.d/` drop-ins, checked apart from parsing.
-//! - [`identity`]: the device key (made here, never sent) and certificate, one atomic file.
+//! - [`identity`]: the device key (made here, never sent) and certificate, one atomic file;
+//!   [`certificate`]: the expiry, subject and key read from that certificate.
 //! - [`secrets`]: the 0600 file secret store.
 //! - [`journal`]: the SQLite command journal and its transition table.
 //! - [`executor`]: validation of wire commands and their execution through the platform port.
@@ -22,6 +23,7 @@
 pub mod agent;
 pub mod apple;
 pub mod bridge;
+pub mod certificate;
 pub mod check;
 pub mod config;
 pub mod control;

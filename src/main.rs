@@ -1,7 +1,7 @@
 //! `latchkey`: the agent daemon and its command line.
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use latchkey::config::{self, Config};
@@ -11,14 +11,22 @@ use latchkey_platform::Secret;
 
 mod cli;
 
-const EXAMPLES: &str = "Examples:
+macro_rules! examples {
+    () => {
+        "Examples:
   latchkey enroll --config /etc/latchkey/config.toml --token-file -     (token on stdin)
   systemctl start latchkey                                              (runs `latchkey run`)
   latchkey status
   latchkey check
   echo -n 'Tmp-4821x' | latchkey policy check --dialect android --quality alphanumeric --min-length 8
-  latchkey sim init --state dev.json --profile android-do
-  latchkey demo";
+  latchkey sim init --state dev.json --profile android-do"
+    };
+}
+// A device build has no `demo` to show.
+#[cfg(feature = "demo")]
+const EXAMPLES: &str = concat!(examples!(), "\n  latchkey demo");
+#[cfg(not(feature = "demo"))]
+const EXAMPLES: &str = examples!();
 
 #[derive(Parser)]
 #[command(name = "latchkey", version = latchkey_common::VERSION, about = "Latchkey device-side MDM agent", after_help = EXAMPLES)]
@@ -104,6 +112,7 @@ enum Command {
         #[command(subcommand)]
         command: BridgeCommand,
     },
+    #[cfg(feature = "demo")]
     /// Run the demo: the reference server and one simulated device per matrix row, on loopback
     /// with real mTLS, real processes; prints the device-actions table.
     Demo {
@@ -115,6 +124,7 @@ enum Command {
         json: bool,
     },
     /// `man` and `completions` (hidden).
+    #[cfg(feature = "docs")]
     #[command(flatten)]
     Docs(latchkey_common::cli::DocsCommand),
 }
@@ -279,13 +289,15 @@ fn dispatch(command: Command) -> anyhow::Result<Code> {
             }
             Ok(if findings.iter().all(|f| f.ok) { Code::Ok } else { Code::Failure })
         }
+        #[cfg(feature = "demo")]
         Command::Demo { keep, json } => {
             let _logging = latchkey_common::log::init("warn");
             let ok = cli::demo::run(keep, json)?;
             Ok(if ok { Code::Ok } else { Code::Failure })
         }
+        #[cfg(feature = "docs")]
         Command::Docs(docs) => {
-            docs.run(Cli::command())?;
+            docs.run(<Cli as clap::CommandFactory>::command())?;
             Ok(Code::Ok)
         }
     }

@@ -17,6 +17,7 @@
 /// `--version` of every binary: the package version and the git revision it was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("LATCHKEY_GIT_REV"), ")");
 
+#[cfg(feature = "docs")]
 pub mod cli;
 pub mod exit;
 pub mod hex;
