@@ -31,6 +31,18 @@ impl ProcStat {
     }
 }
 
+/// CPU time a process has used so far (user + system, all its threads, live and exited), seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("/proc/PID/stat without a command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of proc(5); `rest` starts at field 3.
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok()).context("/proc/PID/stat field");
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("CLK_TCK")?;
+    Ok((ticks(14)? + ticks(15)?) as f64 / per_second as f64)
+}
+
 /// Context switches of a process over a window, counted per thread: threads come and go (the
 /// agent's blocking pool lets idle ones exit), and a sum over the threads alive at two instants
 /// would lose the switches of those that left and can even go backwards. Sampled often enough

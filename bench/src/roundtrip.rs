@@ -18,6 +18,7 @@ use latchkey_server::admin::ActionOptions;
 use latchkey_server::records::CommandState;
 
 use crate::procs::{agent_config, AgentProc, Bins, ServerProc};
+use crate::procstat::{cpu_seconds, SwitchCounter};
 use crate::report::{emit, note, Samples};
 
 const BENCH: &str = "roundtrip";
@@ -114,8 +115,16 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     let mut issuing = Vec::with_capacity(options.commands);
     let mut observed = Vec::with_capacity(options.commands);
     let mut recorded = Vec::with_capacity(options.commands);
+    // Where a command's time goes when it is not the disk: the CPU each process spends on it and
+    // the agent's wake-ups (each hand-off between threads is two context switches).
+    let cpu = |pid| cpu_seconds(pid).unwrap_or(f64::NAN);
+    let cpu_before = [cpu(server.pid()), cpu(agent.pid()), cpu(std::process::id())];
+    let mut agent_switches = SwitchCounter::start(agent.pid())?;
     let started = Instant::now();
-    for _ in 0..options.commands {
+    for i in 0..options.commands {
+        if i % 200 == 0 {
+            agent_switches.sample()?;
+        }
         let t = Instant::now();
         let queued = queue(&admin)?;
         issuing.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -127,6 +136,8 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         recorded.push((row.reported_at - row.issued_at) as f64);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    agent_switches.sample()?;
+    let cpu_after = [cpu(server.pid()), cpu(agent.pid()), cpu(std::process::id())];
 
     let fsync = fsync_samples(&config.with_file_name("state"), options.floor_samples)?;
     let unary = rt.block_on(unary_samples(&server, &agent, options.floor_samples))?;
@@ -149,6 +160,12 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     emit(BENCH, "server_recorded_p50", recorded.p(50.0), "ms", None);
     emit(BENCH, "server_recorded_p99", recorded.p(99.0), "ms", None);
     emit(BENCH, "throughput", options.commands as f64 / elapsed, "commands/s", None);
+    let n = options.commands as f64;
+    for (i, who) in ["server", "agent", "bench"].iter().enumerate() {
+        let ms = (cpu_after[i] - cpu_before[i]) * 1000.0 / n;
+        emit(BENCH, &format!("cpu_per_command_{who}"), ms, "ms", None);
+    }
+    emit(BENCH, "agent_context_switches_per_command", agent_switches.total as f64 / n, "count", None);
     drop(agent);
     Ok(())
 }
