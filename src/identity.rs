@@ -97,11 +97,6 @@ fn unusable(path: &Path, problem: impl Into<String>) -> IdentityError {
     IdentityError::Unusable { path: path.display().to_string(), problem: problem.into() }
 }
 
-/// The certificate's validity end (Unix seconds), its subject's common name and its key.
-fn certificate_facts(cert_pem: &str) -> Result<(i64, Option<String>, Vec<u8>), String> {
-    crate::certificate::facts_from_pem(cert_pem).map(|f| (f.not_after, f.common_name, f.public_key))
-}
-
 impl Identity {
     /// Loads the identity: `Ok(None)` when the device is not enrolled.
     pub fn load(state_dir: &Path) -> Result<Option<Self>, IdentityError> {
@@ -130,16 +125,16 @@ impl Identity {
 
     /// Checks key and certificate belong together and (native enrollments) to this device.
     pub fn validate(&self) -> Result<(), String> {
-        let (_, cn, cert_public_key) = certificate_facts(&self.cert_pem)?;
+        let facts = crate::certificate::facts_from_pem(&self.cert_pem)?;
         let key = KeyPair::from_pem(&self.key_pem)
             .map_err(|_| "the private key is not a usable PEM key (truncated or damaged)".to_owned())?;
-        if key.public_key_raw() != cert_public_key.as_slice() {
+        if key.public_key_raw() != facts.public_key.as_slice() {
             return Err("the certificate was issued for another key".into());
         }
-        if self.apple.is_none() && cn.as_deref() != Some(self.device_id.as_str()) {
+        if self.apple.is_none() && facts.common_name.as_deref() != Some(self.device_id.as_str()) {
             return Err(format!(
                 "the certificate is for device {:?}, not {:?}",
-                cn.unwrap_or_default(),
+                facts.common_name.unwrap_or_default(),
                 self.device_id
             ));
         }
@@ -172,7 +167,7 @@ impl Identity {
 
     /// When the certificate expires (Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
-        certificate_facts(&self.cert_pem).ok().map(|(t, _, _)| t)
+        crate::certificate::facts_from_pem(&self.cert_pem).ok().map(|f| f.not_after)
     }
 
     /// When renewal is due (Unix seconds): `renew_before` ahead of expiry.
