@@ -24,6 +24,9 @@ pub mod state;
 
 pub use state::{Event, State};
 
+/// The journal connection's page cache, KiB.
+const JOURNAL_CACHE_KIB: i64 = 256;
+
 /// How long finished, acknowledged commands are kept: longer than the longest command TTL (30
 /// days), so any command the server could still deliver is recognised.
 pub const RETENTION_MS: i64 = 31 * 24 * 3600 * 1000;
@@ -177,6 +180,11 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "FULL")?;
         // Zero freed content so a dropped passcode does not linger in free pages.
         conn.pragma_update(None, "secure_delete", "ON")?;
+        // SQLite's page cache never shrinks, and its default (2 MiB) let a burst of commands
+        // raise an agent's memory by up to 2 MiB for good (measured: +0.28 KiB per command).
+        // What the agent reads again (open and unreported commands) is small and indexed, and
+        // the kernel still caches the file.
+        conn.pragma_update(None, "cache_size", -JOURNAL_CACHE_KIB)?;
         conn.execute_batch(SCHEMA).map_err(|e| JournalError::Corrupt(display.clone(), e.to_string()))?;
         let now = latchkey_common::time::now_ms();
         let opened = match kv_get(&conn, KV_JOURNAL_ID)? {
@@ -534,6 +542,16 @@ mod tests {
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, b"not a database, but maybe evidence".repeat(50)).expect("write");
         assert!(matches!(Journal::open(&junk, "jid", true), Err(JournalError::Corrupt(..))));
+    }
+
+    #[test]
+    fn the_page_cache_stays_small_whatever_the_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, _) = Journal::open(&dir.path().join("j.db"), "jid", false).expect("open");
+        let kib: i64 = j
+            .with(Sync::Lazy, |c| c.query_row("PRAGMA cache_size", [], |r| r.get(0)).map_err(JournalError::from))
+            .expect("cache_size");
+        assert_eq!(kib, -JOURNAL_CACHE_KIB, "a negative cache_size is KiB");
     }
 
     #[test]
