@@ -1,17 +1,22 @@
 //! `footprint`: the device build of the agent, enrolled, on its push stream and idle: binary
 //! size, memory (PSS, RSS), threads, wake-ups (context switches over every thread) in a window,
-//! and the time from start to an open push stream (as the server sees it).
+//! and the time from start to an open push stream (as the server sees it). Then a burst of
+//! commands, and the memory the agent keeps after it (its caches are bounded; the idle figure
+//! is the baseline).
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::procs::{agent_config, AgentProc, Bins, ServerProc};
+use crate::procs::{agent_config, wait_result, AgentProc, Bins, ServerProc};
 use crate::procstat::{ProcStat, SwitchCounter};
 use crate::report::{emit, note};
 
 const BENCH: &str = "footprint";
 /// The agent's heartbeat in this run (the shipped default).
 const HEARTBEAT: Duration = Duration::from_secs(20);
+/// Commands in the burst after the idle window: enough to fill a default-sized SQLite cache
+/// several times over if it were unbounded.
+const BURST: usize = 2_000;
 
 /// Runs the benchmark with an idle window of `window`.
 pub fn run(bins: &Bins, window: Duration) -> Result<()> {
@@ -50,6 +55,14 @@ pub fn run(bins: &Bins, window: Duration) -> Result<()> {
     emit(BENCH, "idle_window", window.as_secs_f64(), "s", None);
     // Baseline: the heartbeats due in the window; the ratio is wake-ups per heartbeat.
     emit(BENCH, "wakeups", switches.total as f64, "count", Some(heartbeats));
+
+    for _ in 0..BURST {
+        let command_id = rt.block_on(agent.queue_lock(&admin))?;
+        rt.block_on(wait_result(&admin, &command_id))?;
+    }
+    let busy = ProcStat::of(agent.pid())?;
+    emit(BENCH, "commands_in_burst", BURST as f64, "count", None);
+    emit(BENCH, "pss_after_burst", busy.pss_kib as f64, "KiB", Some(after.pss_kib as f64));
     drop(agent);
     Ok(())
 }

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use latchkey_server::admin::{Admin, Waker};
+use latchkey_platform::request::Request;
+use latchkey_server::admin::{ActionOptions, Admin, Waker};
 use latchkey_server::datadir::DataDir;
+use latchkey_server::records::ActionRecord;
 use latchkey_server::store::sqlite::SqliteStore;
 use latchkey_server::vault::Vault;
 
@@ -146,6 +148,15 @@ impl Drop for ServerProc {
     }
 }
 
+/// Waits (woken by the server, not polling) until the command's result is stored; a command still
+/// open after 30 s is an error.
+pub async fn wait_result(admin: &Admin, command_id: &str) -> Result<ActionRecord> {
+    match admin.wait_result(command_id, Duration::from_secs(30)).await? {
+        Some(row) if row.state.is_final() => Ok(row),
+        _ => bail!("no result for {command_id} within 30 s"),
+    }
+}
+
 /// The log level of the processes under test: `warn`, or `LATCHKEY_BENCH_CHILD_LOG` when
 /// diagnosing a run (their logs are `server.log` and `agent/agent.log` in the run directory,
 /// kept when `LATCHKEY_BENCH_KEEP` is set).
@@ -236,6 +247,13 @@ impl AgentProc {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Queues a lock for this agent; returns the command id.
+    pub async fn queue_lock(&self, admin: &Admin) -> Result<String> {
+        let lock = Request::Lock { message: String::new(), phone: String::new() };
+        let options = ActionOptions { ttl: Duration::from_secs(600), force: false };
+        Ok(admin.queue_action(&self.device_id, &lock, options).await?.command_id)
     }
 
     /// The link phase from `latchkey status --json` ("stream", "poll", …), if it answers.

@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use latchkey_platform::request::Request;
-use latchkey_server::admin::ActionOptions;
 use latchkey_server::records::CommandState;
 
-use crate::procs::{agent_config, AgentProc, Bins, ServerProc};
+use crate::procs::{agent_config, wait_result, AgentProc, Bins, ServerProc};
 use crate::procstat::{cpu_seconds, SwitchCounter};
 use crate::report::{emit, note, Samples};
 
@@ -94,23 +92,14 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         ),
     );
 
-    let lock = Request::Lock { message: String::new(), phone: String::new() };
-    let queue = |admin: &latchkey_server::admin::Admin| {
-        let options = ActionOptions { ttl: Duration::from_secs(600), force: false };
-        rt.block_on(admin.queue_action(&agent.device_id, &lock, options))
-    };
+    let queue = |admin: &latchkey_server::admin::Admin| rt.block_on(agent.queue_lock(admin));
     // Woken by the server once the result is stored (`wait` on its admin socket): no polling
     // competes with the processes under test for the two cores.
-    let wait = |command_id: &str| -> Result<latchkey_server::records::ActionRecord> {
-        match rt.block_on(admin.wait_result(command_id, Duration::from_secs(30)))? {
-            Some(row) if row.state.is_final() => Ok(row),
-            _ => bail!("no result for {command_id} within 30 s"),
-        }
-    };
+    let wait = |command_id: &str| rt.block_on(wait_result(&admin, command_id));
 
     for _ in 0..20 {
         let queued = queue(&admin)?;
-        wait(&queued.command_id)?;
+        wait(&queued)?;
     }
     let mut issuing = Vec::with_capacity(options.commands);
     let mut observed = Vec::with_capacity(options.commands);
@@ -128,7 +117,7 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         let t = Instant::now();
         let queued = queue(&admin)?;
         issuing.push(t.elapsed().as_secs_f64() * 1000.0);
-        let row = wait(&queued.command_id)?;
+        let row = wait(&queued)?;
         observed.push(t.elapsed().as_secs_f64() * 1000.0);
         if row.state != CommandState::Done(latchkey_platform::Status::Succeeded) {
             bail!("command {} ended {}", row.command_id, row.state.as_str());
