@@ -92,14 +92,14 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         ),
     );
 
-    let queue = |admin: &latchkey_server::admin::Admin| rt.block_on(agent.queue_lock(admin));
+    let queue = || rt.block_on(agent.queue_lock(&admin));
     // Woken by the server once the result is stored (`wait` on its admin socket): no polling
     // competes with the processes under test for the two cores.
     let wait = |command_id: &str| rt.block_on(wait_result(&admin, command_id));
 
     for _ in 0..20 {
-        let queued = queue(&admin)?;
-        wait(&queued)?;
+        let command_id = queue()?;
+        wait(&command_id)?;
     }
     let mut issuing = Vec::with_capacity(options.commands);
     let mut observed = Vec::with_capacity(options.commands);
@@ -115,9 +115,9 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
             agent_switches.sample()?;
         }
         let t = Instant::now();
-        let queued = queue(&admin)?;
+        let command_id = queue()?;
         issuing.push(t.elapsed().as_secs_f64() * 1000.0);
-        let row = wait(&queued)?;
+        let row = wait(&command_id)?;
         observed.push(t.elapsed().as_secs_f64() * 1000.0);
         if row.state != CommandState::Done(latchkey_platform::Status::Succeeded) {
             bail!("command {} ended {}", row.command_id, row.state.as_str());
