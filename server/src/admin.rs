@@ -90,16 +90,17 @@ impl Waker {
     }
 
     /// Returns once the serving process answers that the command is final, or at once when no
-    /// server listens, or after `timeout`. The caller reads the command from storage either way.
-    async fn wait_socket(path: &std::path::Path, command_id: &str, timeout: Duration) {
+    /// server listens, or after `timeout`: the final record the server sent, or `None` when the
+    /// caller must read the command from storage.
+    async fn wait_socket(path: &std::path::Path, command_id: &str, timeout: Duration) -> Option<ActionRecord> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        let Ok(mut stream) = tokio::net::UnixStream::connect(path).await else { return };
-        if stream.write_all(format!("wait {command_id}\n").as_bytes()).await.is_err() {
-            return;
-        }
+        let mut stream = tokio::net::UnixStream::connect(path).await.ok()?;
+        stream.write_all(format!("wait {command_id}\n").as_bytes()).await.ok()?;
         let mut answer = String::new();
         let mut reader = tokio::io::BufReader::new(stream);
-        let _ = tokio::time::timeout(timeout, reader.read_line(&mut answer)).await;
+        tokio::time::timeout(timeout, reader.read_line(&mut answer)).await.ok()?.ok()?;
+        let record: ActionRecord = serde_json::from_str(answer.trim_end().strip_prefix("final ")?).ok()?;
+        (record.command_id == command_id && record.state.is_final()).then_some(record)
     }
 }
 
@@ -246,7 +247,11 @@ impl Admin {
                     return Ok(found?);
                 }
             }
-            Waker::Socket(path) => Waker::wait_socket(path, command_id, timeout).await,
+            Waker::Socket(path) => {
+                if let Some(record) = Waker::wait_socket(path, command_id, timeout).await {
+                    return Ok(Some(record));
+                }
+            }
         }
         Ok(action_record(self.store.as_ref(), command_id).await?)
     }
@@ -436,5 +441,75 @@ fn predict(device: &DeviceRecord, action: &v1::command::Action) -> Option<(&'sta
             }
             Some((outcome.status.as_str(), code.as_str(), outcome.message))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::CommandState;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    fn record(command_id: &str, state: CommandState) -> ActionRecord {
+        ActionRecord {
+            command_id: command_id.into(),
+            device_id: "d1".into(),
+            platform: latchkey_platform::Platform::Aosp,
+            requested: "lock".into(),
+            action: "remote_lock".into(),
+            state,
+            error_code: String::new(),
+            message: "locked".into(),
+            outputs: Default::default(),
+            warning: String::new(),
+            attempts: 1,
+            issued_at: 10,
+            expires_at: 20,
+            sent_at: 11,
+            reported_at: 12,
+        }
+    }
+
+    /// What `wait_socket` makes of one answer from a serving process that reads one request.
+    async fn answered(answer: String) -> Option<ActionRecord> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("admin.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (reader, mut writer) = stream.into_split();
+            let mut request = String::new();
+            tokio::io::BufReader::new(reader).read_line(&mut request).await.expect("request");
+            writer.write_all(answer.as_bytes()).await.expect("answer");
+            request
+        });
+        let got = Waker::wait_socket(&path, "c1", Duration::from_secs(5)).await;
+        assert_eq!(server.await.expect("server task"), "wait c1\n");
+        got
+    }
+
+    #[tokio::test]
+    async fn the_final_record_comes_with_the_answer() {
+        let done = record("c1", CommandState::Done(Status::Succeeded));
+        let json = serde_json::to_string(&done).expect("json");
+        assert_eq!(answered(format!("final {json}\n")).await, Some(done));
+    }
+
+    /// Anything but this command's final record sends the admin to storage instead.
+    #[tokio::test]
+    async fn any_other_answer_falls_back_to_storage() {
+        let other = serde_json::to_string(&record("c2", CommandState::Done(Status::Failed))).expect("json");
+        let open = serde_json::to_string(&record("c1", CommandState::Sent)).expect("json");
+        for answer in
+            ["final succeeded\n".to_owned(), "unknown\n".into(), format!("final {other}\n"), format!("final {open}\n")]
+        {
+            assert_eq!(answered(answer.clone()).await, None, "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_server_means_storage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(Waker::wait_socket(&dir.path().join("admin.sock"), "c1", Duration::from_secs(5)).await, None);
     }
 }

@@ -180,8 +180,15 @@ impl Serialize for CommandState {
     }
 }
 
-/// One row of the device-actions view.
-#[derive(Clone, Debug, Serialize)]
+impl<'de> Deserialize<'de> for CommandState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("unknown command state {text:?}")))
+    }
+}
+
+/// One row of the device-actions view (also the admin socket's answer to `wait`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// Command id.
     pub command_id: String,
@@ -353,5 +360,32 @@ mod tests {
         assert!(CommandState::parse("bogus").is_none());
         assert!(!CommandState::Sent.is_final());
         assert!(CommandState::Expired.is_final());
+    }
+
+    /// The admin socket answers `wait` with the record as JSON; the admin reads it back whole.
+    #[test]
+    fn an_action_record_survives_json() {
+        let record = ActionRecord {
+            command_id: "c1".into(),
+            device_id: "d1".into(),
+            platform: Platform::Aosp,
+            requested: "lock".into(),
+            action: "remote_lock".into(),
+            state: CommandState::Done(Status::Failed),
+            error_code: "NO_PASSCODE_POLICY".into(),
+            message: "no policy".into(),
+            outputs: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            warning: String::new(),
+            attempts: 2,
+            issued_at: 1,
+            expires_at: 2,
+            sent_at: 3,
+            reported_at: 4,
+        };
+        let json = serde_json::to_string(&record).expect("serialises");
+        assert_eq!(serde_json::from_str::<ActionRecord>(&json).expect("parses"), record);
+        let bad = json.replace("\"failed\"", "\"melted\"");
+        let error = serde_json::from_str::<ActionRecord>(&bad).expect_err("an unknown state is refused");
+        assert!(error.to_string().contains("unknown command state \"melted\""), "{error}");
     }
 }

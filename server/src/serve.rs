@@ -227,7 +227,8 @@ async fn accept_loop(
 }
 
 /// Admin socket lines: `wake DEVICE` (new work) or `close DEVICE` (retired), answered `reached`
-/// or `absent`; `wait COMMAND`, answered `final STATE` (or `unknown`) once the command is final.
+/// or `absent`; `wait COMMAND`, answered `final RECORD` (its `actions --json` row; or `unknown`)
+/// once the command is final.
 async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, store: Arc<dyn Store>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
@@ -255,7 +256,11 @@ async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, store: Arc<dyn St
                             _ = shutdown.cancelled() => return,
                         };
                         match waited {
-                            Ok(Some(record)) => format!("final {}\n", record.state.as_str()),
+                            // The record itself, so the admin need not read it back from storage.
+                            Ok(Some(record)) => match serde_json::to_string(&record) {
+                                Ok(json) => format!("final {json}\n"),
+                                Err(_) => format!("final {}\n", record.state.as_str()),
+                            },
                             Ok(None) => "unknown\n".to_owned(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "waiting for a result");
