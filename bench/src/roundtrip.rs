@@ -72,6 +72,52 @@ async fn unary_samples(server: &ServerProc, agent: &AgentProc, n: usize) -> Resu
     Ok(Samples::new(out))
 }
 
+/// Now on the wall clock, in (fractional) Unix milliseconds: the clock the server stamps.
+fn wall_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}
+
+/// Where one command's time went, in ms, from the bench's own times and the times the server
+/// stored (`issued_at` before the admin's durable enqueue, `sent_at` when pushed, `reported_at`
+/// when the result arrived, before its durable write). The server's times are whole
+/// milliseconds, so only means over many commands say anything.
+#[derive(Clone, Copy)]
+struct Stretches {
+    /// The admin before the enqueue: the device's last report read, the command built and its
+    /// outcome predicted.
+    admin_prepare: f64,
+    /// The enqueue (one fsync), the wake-up and the push.
+    issued_to_sent: f64,
+    /// The agent (journal, device, journal: three fsyncs) and the report on its way.
+    sent_to_reported: f64,
+    /// The server's result write (one fsync) and the answer to the admin's `wait`.
+    reported_to_observed: f64,
+}
+
+impl Stretches {
+    fn of(row: &latchkey_server::records::ActionRecord, called: f64, observed: f64) -> Self {
+        // A stored time is truncated to its millisecond: on average half a millisecond early.
+        let exact = |ms: i64| ms as f64 + 0.5;
+        Self {
+            admin_prepare: exact(row.issued_at) - called,
+            issued_to_sent: (row.sent_at - row.issued_at) as f64,
+            sent_to_reported: (row.reported_at - row.sent_at) as f64,
+            reported_to_observed: observed - exact(row.reported_at),
+        }
+    }
+
+    fn means(all: &[Self]) -> [(&'static str, f64); 4] {
+        let n = all.len().max(1) as f64;
+        let mean = |f: fn(&Self) -> f64| all.iter().map(f).sum::<f64>() / n;
+        [
+            ("admin_prepare", mean(|s| s.admin_prepare)),
+            ("issued_to_sent", mean(|s| s.issued_to_sent)),
+            ("sent_to_reported", mean(|s| s.sent_to_reported)),
+            ("reported_to_observed", mean(|s| s.reported_to_observed)),
+        ]
+    }
+}
+
 /// Runs the benchmark.
 pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -104,6 +150,7 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     let mut issuing = Vec::with_capacity(options.commands);
     let mut observed = Vec::with_capacity(options.commands);
     let mut recorded = Vec::with_capacity(options.commands);
+    let mut stretches = Vec::with_capacity(options.commands);
     // Where a command's time goes when it is not the disk: the CPU each process spends on it and
     // the agent's wake-ups (each hand-off between threads is two context switches).
     let cpu = |pid| cpu_seconds(pid).unwrap_or(f64::NAN);
@@ -114,7 +161,7 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         if i % 200 == 0 {
             agent_switches.sample()?;
         }
-        let t = Instant::now();
+        let (t, called) = (Instant::now(), wall_ms());
         let command_id = queue()?;
         issuing.push(t.elapsed().as_secs_f64() * 1000.0);
         let row = wait(&command_id)?;
@@ -123,6 +170,7 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
             bail!("command {} ended {}", row.command_id, row.state.as_str());
         }
         recorded.push((row.reported_at - row.issued_at) as f64);
+        stretches.push(Stretches::of(&row, called, wall_ms()));
     }
     let elapsed = started.elapsed().as_secs_f64();
     agent_switches.sample()?;
@@ -148,6 +196,9 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     emit(BENCH, "issue_p50", Samples::new(issuing).p(50.0), "ms", None);
     emit(BENCH, "server_recorded_p50", recorded.p(50.0), "ms", None);
     emit(BENCH, "server_recorded_p99", recorded.p(99.0), "ms", None);
+    for (name, mean) in Stretches::means(&stretches) {
+        emit(BENCH, &format!("stretch_{name}_mean"), mean, "ms", None);
+    }
     emit(BENCH, "throughput", options.commands as f64 / elapsed, "commands/s", None);
     let n = options.commands as f64;
     for (i, who) in ["server", "agent", "bench"].iter().enumerate() {
