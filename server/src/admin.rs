@@ -450,26 +450,6 @@ mod tests {
     use crate::records::CommandState;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-    fn record(command_id: &str, state: CommandState) -> ActionRecord {
-        ActionRecord {
-            command_id: command_id.into(),
-            device_id: "d1".into(),
-            platform: latchkey_platform::Platform::Aosp,
-            requested: "lock".into(),
-            action: "remote_lock".into(),
-            state,
-            error_code: String::new(),
-            message: "locked".into(),
-            outputs: Default::default(),
-            warning: String::new(),
-            attempts: 1,
-            issued_at: 10,
-            expires_at: 20,
-            sent_at: 11,
-            reported_at: 12,
-        }
-    }
-
     /// What `wait_socket` makes of one answer from a serving process that reads one request.
     async fn answered(answer: String) -> Option<ActionRecord> {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -490,7 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_final_record_comes_with_the_answer() {
-        let done = record("c1", CommandState::Done(Status::Succeeded));
+        let done = ActionRecord::example("c1", CommandState::Done(Status::Succeeded));
         let json = serde_json::to_string(&done).expect("json");
         assert_eq!(answered(format!("final {json}\n")).await, Some(done));
     }
@@ -498,8 +478,9 @@ mod tests {
     /// Anything but this command's final record sends the admin to storage instead.
     #[tokio::test]
     async fn any_other_answer_falls_back_to_storage() {
-        let other = serde_json::to_string(&record("c2", CommandState::Done(Status::Failed))).expect("json");
-        let open = serde_json::to_string(&record("c1", CommandState::Sent)).expect("json");
+        let other =
+            serde_json::to_string(&ActionRecord::example("c2", CommandState::Done(Status::Failed))).expect("json");
+        let open = serde_json::to_string(&ActionRecord::example("c1", CommandState::Sent)).expect("json");
         for answer in
             ["final succeeded\n".to_owned(), "unknown\n".into(), format!("final {other}\n"), format!("final {open}\n")]
         {

@@ -222,6 +222,30 @@ pub struct ActionRecord {
     pub reported_at: i64,
 }
 
+#[cfg(test)]
+impl ActionRecord {
+    /// A lock on an AOSP device in `state`, for tests.
+    pub(crate) fn example(command_id: &str, state: CommandState) -> Self {
+        Self {
+            command_id: command_id.into(),
+            device_id: "d1".into(),
+            platform: Platform::Aosp,
+            requested: "lock".into(),
+            action: "remote_lock".into(),
+            state,
+            error_code: String::new(),
+            message: "locked".into(),
+            outputs: BTreeMap::new(),
+            warning: String::new(),
+            attempts: 1,
+            issued_at: 10,
+            expires_at: 20,
+            sent_at: 11,
+            reported_at: 12,
+        }
+    }
+}
+
 /// A filter for the device-actions view.
 #[derive(Clone, Debug, Default)]
 pub struct ActionFilter {
@@ -366,21 +390,11 @@ mod tests {
     #[test]
     fn an_action_record_survives_json() {
         let record = ActionRecord {
-            command_id: "c1".into(),
-            device_id: "d1".into(),
-            platform: Platform::Aosp,
-            requested: "lock".into(),
-            action: "remote_lock".into(),
-            state: CommandState::Done(Status::Failed),
             error_code: "NO_PASSCODE_POLICY".into(),
             message: "no policy".into(),
             outputs: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
-            warning: String::new(),
             attempts: 2,
-            issued_at: 1,
-            expires_at: 2,
-            sent_at: 3,
-            reported_at: 4,
+            ..ActionRecord::example("c1", CommandState::Done(Status::Failed))
         };
         let json = serde_json::to_string(&record).expect("serialises");
         assert_eq!(serde_json::from_str::<ActionRecord>(&json).expect("parses"), record);
