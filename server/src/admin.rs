@@ -120,9 +120,16 @@ pub async fn wait_final(hub: &Hub, store: &dyn Store, command_id: &str) -> Resul
         let left = record.expires_at - now_ms();
         let expiry = Duration::from_millis(u64::try_from(left).unwrap_or(0).saturating_add(1));
         tokio::select! {
-            seen = changed.changed() => if seen.is_err() {
+            seen = changed.changed() => match seen {
+                Ok(()) => {
+                    // The serving process hands over the record it just stored: no read back.
+                    let stored = changed.borrow_and_update().clone();
+                    if let Some(record) = stored.filter(|r| r.state.is_final()) {
+                        break Ok(Some(record.as_ref().clone()));
+                    }
+                }
                 // Never while we hold the receiver; do not spin if it ever happens.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             },
             _ = tokio::time::sleep(expiry) => {}
         }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::records::ActionRecord;
+
 /// One device's live stream, as the hub holds it.
 struct Stream {
     generation: u64,
@@ -24,9 +26,10 @@ pub struct Hub {
     seen: Mutex<HashMap<String, i64>>,
     /// Certificates verified recently; forgotten when the device's stream is closed.
     pub certs: crate::known_certs::KnownCerts,
-    /// Commands an admin waits on (`wait ID` on the admin socket): a counter bumped whenever
-    /// the command may have reached a final state.
-    results: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Commands an admin waits on (`wait ID` on the admin socket), signalled whenever the
+    /// command may have reached a final state: with its final record when a result was just
+    /// stored, `None` when the waiter must look for itself.
+    results: Mutex<HashMap<String, watch::Sender<Option<Arc<ActionRecord>>>>>,
 }
 
 /// A registration; unregisters only itself (a newer stream for the same device survives).
@@ -82,8 +85,8 @@ impl Hub {
 
     /// Watches a command for a stored result. The receiver sees every bump after this call;
     /// call [`Hub::unwatch`] once it is dropped.
-    pub fn watch_result(&self, command_id: &str) -> watch::Receiver<u64> {
-        lock(&self.results).entry(command_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+    pub fn watch_result(&self, command_id: &str) -> watch::Receiver<Option<Arc<ActionRecord>>> {
+        lock(&self.results).entry(command_id.to_owned()).or_insert_with(|| watch::channel(None).0).subscribe()
     }
 
     /// Forgets a command nobody watches any more.
@@ -94,17 +97,18 @@ impl Hub {
         }
     }
 
-    /// A result was stored for the command.
-    pub fn result_stored(&self, command_id: &str) {
+    /// A result was stored for the command; `record` is the command as it now stands, if the
+    /// result made it final.
+    pub fn result_stored(&self, command_id: &str, record: Option<Arc<ActionRecord>>) {
         if let Some(sender) = lock(&self.results).get(command_id) {
-            sender.send_modify(|n| *n += 1);
+            sender.send_replace(record);
         }
     }
 
     /// Commands may have ended without a result (a device retired or unenrolled).
     pub fn results_changed(&self) {
         for sender in lock(&self.results).values() {
-            sender.send_modify(|n| *n += 1);
+            sender.send_replace(None);
         }
     }
 

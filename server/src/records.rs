@@ -350,10 +350,10 @@ impl EscrowKind {
 }
 
 /// How a result report ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ReportOutcome {
-    /// Recorded now; the command was issued at this time (Unix ms).
-    Recorded(i64),
+    /// Recorded now: the command as `actions` shows it after the result.
+    Recorded(Box<ActionRecord>),
     /// Recorded before (a re-sent report).
     Duplicate,
     /// A `not_now` answer: re-queued for another delivery after this time (Unix ms).

@@ -301,11 +301,16 @@ impl DeviceService for Service {
         };
         let now = now_ms();
         let outcome = self.store.record_result(&device_id, new, now, self.retry).await.map_err(|e| self.status(e))?;
-        self.hub.result_stored(&result.command_id);
         let duplicate = outcome == ReportOutcome::Duplicate;
+        // A waiting admin gets the final record with the wake-up (only a recorded result is final).
+        let record = match &outcome {
+            ReportOutcome::Recorded(record) => Some(Arc::new(record.as_ref().clone())),
+            ReportOutcome::Requeued(_) | ReportOutcome::Duplicate => None,
+        };
+        self.hub.result_stored(&result.command_id, record);
         match outcome {
-            ReportOutcome::Recorded(issued_at) => {
-                self.metrics.report_latency.observe((now - issued_at).max(0) as f64 / 1000.0);
+            ReportOutcome::Recorded(record) => {
+                self.metrics.report_latency.observe((now - record.issued_at).max(0) as f64 / 1000.0);
                 tracing::info!(device_id = %device_id, command_id = %result.command_id, status = status.as_str(), error_code = %error_code, "result reported");
             }
             ReportOutcome::Requeued(after) => {

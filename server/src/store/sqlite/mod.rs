@@ -247,6 +247,59 @@ impl SqliteStore {
     }
 }
 
+/// Commands as `actions` shows them, newest last; on any connection (the writer's, inside its
+/// transaction, sees its own change).
+fn select_actions(c: &Connection, filter: ActionFilter, now: i64) -> Result<Vec<ActionRecord>, StoreError> {
+    // Only the filters given become conditions, so SQLite can use the primary key (one
+    // command) or `commands_by_device` instead of scanning every command (`?N IS NULL OR ...`
+    // hides the index from the planner).
+    let mut conditions = Vec::new();
+    let mut values: Vec<Value> = vec![Value::Integer(now)];
+    // `column` is compared with the next parameter.
+    let mut bind = |column: &str, op: &str, value: Value| {
+        values.push(value);
+        conditions.push(format!("{column} {op} ?{}", values.len()));
+    };
+    if let Some(id) = filter.command_id {
+        bind("c.command_id", "=", Value::Text(id));
+    }
+    if let Some(device) = filter.device_id {
+        bind("c.device_id", "=", Value::Text(device));
+    }
+    if let Some(state) = filter.state {
+        bind(STATE_AT, "=", Value::Text(state.as_str().to_owned()));
+    }
+    if let Some(since) = filter.since {
+        bind("c.issued_at", ">=", Value::Integer(since));
+    }
+    let clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT c.command_id, c.device_id, d.platform, c.requested, c.action, {STATE_AT},
+               c.error_code, c.message, c.outputs_json, c.warning, c.attempts, c.issued_at, c.expires_at,
+               c.sent_at, c.reported_at
+             FROM commands c JOIN devices d ON d.device_id = c.device_id
+             {clause}
+             ORDER BY c.issued_at DESC, c.command_id DESC LIMIT ?{}",
+            values.len() + 1
+        ))
+        .map_err(sql)?;
+    values.push(Value::Integer(filter.limit.map(|n| n as i64).unwrap_or(-1)));
+    let raw = stmt
+        .query_map(rusqlite::params_from_iter(values), action_row)
+        .map_err(sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql)?;
+    let mut out = Vec::with_capacity(raw.len());
+    for (mut record, platform, state, outputs) in raw.into_iter().rev() {
+        record.platform = Platform::parse(&platform).ok_or_else(|| corrupt("platform", &platform))?;
+        record.state = CommandState::parse(&state).ok_or_else(|| corrupt("command state", &state))?;
+        record.outputs = serde_json::from_str(&outputs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
 /// Whether a token exists, is unused and unexpired.
 fn token_usable(c: &Connection, token_hash: &str, now: i64) -> Result<Option<String>, StoreError> {
     let row: Option<(i64, Option<i64>, Option<String>)> = c
@@ -692,16 +745,16 @@ impl Store for SqliteStore {
     ) -> Result<ReportOutcome, StoreError> {
         let device_id = device_id.to_owned();
         self.write(move |c| {
-            let row: Option<(String, String, i64, u32, i64, i64, i64)> = c
+            let row: Option<(String, String, i64, u32, i64, i64)> = c
                 .row(
-                    "SELECT device_id, state, reported_at, not_now, expires_at, last_finished_at, issued_at
+                    "SELECT device_id, state, reported_at, not_now, expires_at, last_finished_at
                      FROM commands WHERE command_id = ?1",
                     params![result.command_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .optional()
                 .map_err(sql)?;
-            let (owner, state, reported_at, not_now, expires_at, last_finished, issued_at) =
+            let (owner, state, reported_at, not_now, expires_at, last_finished) =
                 row.ok_or_else(|| StoreError::UnknownCommand(result.command_id.clone()))?;
             if owner != device_id {
                 return Err(StoreError::WrongDevice(result.command_id.clone()));
@@ -754,7 +807,13 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql)?;
             }
-            Ok(ReportOutcome::Recorded(issued_at))
+            // The record as `actions` shows it, read inside this transaction: the admin
+            // waiting on the command gets it without reading it back.
+            let filter = ActionFilter { command_id: Some(result.command_id.clone()), ..ActionFilter::default() };
+            let record = select_actions(c, filter, now)?
+                .pop()
+                .ok_or_else(|| StoreError::UnknownCommand(result.command_id.clone()))?;
+            Ok(ReportOutcome::Recorded(Box::new(record)))
         })
         .await
     }
@@ -819,56 +878,7 @@ impl Store for SqliteStore {
     }
 
     async fn actions(&self, filter: ActionFilter, now: i64) -> Result<Vec<ActionRecord>, StoreError> {
-        let raw = self
-            .read(move |c| {
-                // Only the filters given become conditions, so SQLite can use the primary key
-                // (one command) or `commands_by_device` instead of scanning every command
-                // (`?N IS NULL OR ...` hides the index from the planner).
-                let mut conditions = Vec::new();
-                let mut values: Vec<Value> = vec![Value::Integer(now)];
-                // `column` is compared with the next parameter.
-                let mut bind = |column: &str, op: &str, value: Value| {
-                    values.push(value);
-                    conditions.push(format!("{column} {op} ?{}", values.len()));
-                };
-                if let Some(id) = filter.command_id {
-                    bind("c.command_id", "=", Value::Text(id));
-                }
-                if let Some(device) = filter.device_id {
-                    bind("c.device_id", "=", Value::Text(device));
-                }
-                if let Some(state) = filter.state {
-                    bind(STATE_AT, "=", Value::Text(state.as_str().to_owned()));
-                }
-                if let Some(since) = filter.since {
-                    bind("c.issued_at", ">=", Value::Integer(since));
-                }
-                let clause =
-                    if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-                let mut stmt = c
-                    .prepare_cached(&format!(
-                        "SELECT c.command_id, c.device_id, d.platform, c.requested, c.action, {STATE_AT},
-                           c.error_code, c.message, c.outputs_json, c.warning, c.attempts, c.issued_at, c.expires_at,
-                           c.sent_at, c.reported_at
-                         FROM commands c JOIN devices d ON d.device_id = c.device_id
-                         {clause}
-                         ORDER BY c.issued_at DESC, c.command_id DESC LIMIT ?{}",
-                        values.len() + 1
-                    ))
-                    .map_err(sql)?;
-                values.push(Value::Integer(filter.limit.map(|n| n as i64).unwrap_or(-1)));
-                let rows = stmt.query_map(rusqlite::params_from_iter(values), action_row).map_err(sql)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(sql)
-            })
-            .await?;
-        let mut out = Vec::with_capacity(raw.len());
-        for (mut record, platform, state, outputs) in raw.into_iter().rev() {
-            record.platform = Platform::parse(&platform).ok_or_else(|| corrupt("platform", &platform))?;
-            record.state = CommandState::parse(&state).ok_or_else(|| corrupt("command state", &state))?;
-            record.outputs = serde_json::from_str(&outputs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(record);
-        }
-        Ok(out)
+        self.read(move |c| select_actions(c, filter, now)).await
     }
 
     async fn passcodes(&self, device_id: &str, now: i64) -> Result<Vec<PasscodeRecord>, StoreError> {

@@ -163,10 +163,12 @@ fn results_are_idempotent_and_not_now_is_redelivered_a_bounded_number_of_times()
             ReportOutcome::Requeued(3_200)
         );
         // The third not_now is final.
-        assert_eq!(
-            store.record_result("d", result("c", Status::NotNow, 3_300), 3_300, retry).await.expect("r"),
-            ReportOutcome::Recorded(10)
-        );
+        let outcome = store.record_result("d", result("c", Status::NotNow, 3_300), 3_300, retry).await.expect("r");
+        let ReportOutcome::Recorded(record) = outcome else { panic!("recorded: {outcome:?}") };
+        // The record handed back is the one `actions` shows.
+        let shown = store.actions(ActionFilter::default(), 3_300).await.expect("actions");
+        assert_eq!(*record, shown[0]);
+        assert_eq!((record.issued_at, record.reported_at), (10, 3_300));
         let rows = store.actions(ActionFilter::default(), 4_000).await.expect("actions");
         assert_eq!(rows[0].state, CommandState::Done(Status::NotNow));
         assert!(store.deliverable("d", 10_000).await.expect("q").is_empty());
@@ -301,7 +303,7 @@ fn a_waiting_admin_is_woken_by_the_result_by_expiry_and_by_cancellation() {
         assert!(!waiting.is_finished(), "answered before any result");
         let now = crate::now_ms();
         store.record_result("d", result("c1", Status::Succeeded, now), now, RetryPolicy::default()).await.expect("r");
-        hub.result_stored("c1");
+        hub.result_stored("c1", None);
         let got = in_time(waiting).await.expect("woken").expect("task").expect("store").expect("known");
         assert_eq!(got.state, CommandState::Done(Status::Succeeded));
 
@@ -321,5 +323,37 @@ fn a_waiting_admin_is_woken_by_the_result_by_expiry_and_by_cancellation() {
 
         // Unknown commands are answered at once; nobody is left watching.
         assert!(wait_final(&hub, store.as_ref(), "nope").await.expect("store").is_none());
+    });
+}
+
+#[test]
+fn a_waiting_admin_gets_the_stored_record_without_reading_it_back() {
+    use crate::admin::wait_final;
+    use crate::hub::Hub;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One thread: the waiter has subscribed once it yields to us.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let sqlite = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        enrolled(&sqlite, "d").await;
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let hub = Arc::new(Hub::default());
+        store.queue(command("c0", "d", crate::now_ms() + 3_600_000)).await.expect("queue");
+        let waiting = {
+            let (hub, store) = (hub.clone(), store.clone());
+            tokio::spawn(async move { wait_final(&hub, store.as_ref(), "c0").await })
+        };
+        tokio::task::yield_now().await;
+        // Storage still says `pending`: only the handed-over record can end this wait.
+        let mut handed = crate::records::ActionRecord::example("c0", CommandState::Done(Status::Succeeded));
+        handed.message = "handed over".into();
+        hub.result_stored("c0", Some(Arc::new(handed.clone())));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("woken")
+            .expect("task")
+            .expect("store")
+            .expect("known");
+        assert_eq!(got, handed);
     });
 }
