@@ -195,7 +195,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToke
         tokio::task::spawn_blocking(move || {
             let mut command = command;
             runner.run_journaled(&command);
-            crate::executor::scrub(&mut command);
+            latchkey_proto::scrub(&mut command);
         })
         .await
         .map_err(|e| Exit::new(Code::Failure, e.to_string()))?;

@@ -92,17 +92,6 @@ pub fn validate(command: &v1::Command, device_id: &str, now_ms: i64) -> Result<A
     })
 }
 
-/// Zeroes the secrets a wire command carries (prost types do not zero themselves on drop).
-pub fn scrub(command: &mut v1::Command) {
-    use zeroize::Zeroize;
-    match &mut command.action {
-        Some(v1::command::Action::ResetPasscode(r)) => r.new_passcode.zeroize(),
-        Some(v1::command::Action::RemovePasscode(r)) => r.unlock_token.zeroize(),
-        Some(v1::command::Action::RemoteLock(l)) => l.pin.zeroize(),
-        Some(v1::command::Action::ResetPin(_) | v1::command::Action::Unsupported(_)) | None => {}
-    }
-}
-
 /// The action's name for the journal, before validation.
 pub fn kind_of(command: &v1::Command) -> &'static str {
     match &command.action {
@@ -280,18 +269,6 @@ mod tests {
             expires_at_unix_ms: expires,
             action: Some(v1::command::Action::RemoteLock(v1::RemoteLock::default())),
         }
-    }
-
-    #[test]
-    fn scrub_empties_every_secret_field() {
-        let mut c = command("me", 100);
-        c.action = Some(v1::command::Action::ResetPasscode(v1::ResetPasscode {
-            new_passcode: "S3cret".into(),
-            ..Default::default()
-        }));
-        scrub(&mut c);
-        let Some(v1::command::Action::ResetPasscode(r)) = &c.action else { panic!("action") };
-        assert!(r.new_passcode.is_empty());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub async fn run_one(executor: Arc<Executor>, command: v1::Command, signals: &Si
     let done = tokio::task::spawn_blocking(move || {
         let mut command = command;
         let finished = executor.handle(&command);
-        crate::executor::scrub(&mut command);
+        latchkey_proto::scrub(&mut command);
         finished
     })
     .await;

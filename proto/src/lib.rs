@@ -25,5 +25,7 @@ pub mod codec;
 pub mod convert;
 mod redact;
 
+pub use redact::scrub;
+
 /// Largest bridge frame either side accepts.
 pub const MAX_BRIDGE_FRAME: usize = 1 << 20;

@@ -122,9 +122,41 @@ impl fmt::Debug for b::LockRequest {
     }
 }
 
+/// Zeroes the secrets a wire command carries (prost types do not zero themselves on drop).
+pub fn scrub(command: &mut v1::Command) {
+    use zeroize::Zeroize;
+    match &mut command.action {
+        Some(v1::command::Action::ResetPasscode(r)) => r.new_passcode.zeroize(),
+        Some(v1::command::Action::RemovePasscode(r)) => r.unlock_token.zeroize(),
+        Some(v1::command::Action::RemoteLock(l)) => l.pin.zeroize(),
+        Some(v1::command::Action::ResetPin(_) | v1::command::Action::Unsupported(_)) | None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_empties_every_secret_field() {
+        let secret = "S3cret";
+        let mut commands = [
+            v1::command::Action::ResetPasscode(v1::ResetPasscode { new_passcode: secret.into(), ..Default::default() }),
+            v1::command::Action::RemovePasscode(v1::RemovePasscode { unlock_token: secret.into() }),
+            v1::command::Action::RemoteLock(v1::RemoteLock { pin: secret.into(), ..Default::default() }),
+        ]
+        .map(|action| v1::Command { action: Some(action), ..Default::default() });
+        for command in &mut commands {
+            scrub(command);
+            let left = match &command.action {
+                Some(v1::command::Action::ResetPasscode(r)) => r.new_passcode.len(),
+                Some(v1::command::Action::RemovePasscode(r)) => r.unlock_token.len(),
+                Some(v1::command::Action::RemoteLock(l)) => l.pin.len(),
+                _ => unreachable!("built above"),
+            };
+            assert_eq!(left, 0, "{command:?}");
+        }
+    }
 
     #[test]
     fn secret_fields_never_print() {
