@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use latchkey_platform::request::Request;
 use latchkey_server::admin::{ActionOptions, Admin, Waker};
+use latchkey_server::admin_socket::AdminSocket;
 use latchkey_server::datadir::DataDir;
 use latchkey_server::records::ActionRecord;
 use latchkey_server::store::sqlite::SqliteStore;
@@ -115,7 +116,7 @@ impl ServerProc {
         Ok(Admin {
             store: Arc::new(SqliteStore::open(&dir.db())?),
             vault: Arc::new(Vault::load(&dir.secrets_key(), false)?),
-            waker: Waker::Socket(dir.admin_socket()),
+            waker: Waker::Socket(AdminSocket::new(dir.admin_socket())),
         })
     }
 

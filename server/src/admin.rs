@@ -7,7 +7,6 @@
 //! would do given what it last reported. A predicted refusal is said at once and nothing is
 //! queued unless the admin insists (`force`); no temporary passcode is ever shown for an action
 //! predicted to fail.
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use latchkey_platform::request::{self, CommandKind, Request};
 use latchkey_platform::{decide, Decision, ErrorCode, Scope, Secret, SecretBytes, Status};
 use latchkey_proto::v1;
 
+use crate::admin_socket::{AdminSocket, NoAnswer};
 use crate::hub::Hub;
 use crate::records::{ActionFilter, ActionRecord, DeviceRecord, DeviceStatus, EscrowKind, PasscodeKind};
 use crate::service::{escrow_context, passcode_context, token_hash};
@@ -36,7 +36,7 @@ pub enum Waker {
     /// The server runs in this process.
     InProcess(Arc<Hub>),
     /// The server's admin socket.
-    Socket(PathBuf),
+    Socket(AdminSocket),
 }
 
 /// Whether the serving process heard about a new command.
@@ -50,31 +50,49 @@ pub enum Delivery {
     ServerDown,
 }
 
+fn delivery(reached: bool) -> Delivery {
+    if reached {
+        Delivery::Pushed
+    } else {
+        Delivery::Queued
+    }
+}
+
 impl Waker {
     async fn send(&self, verb: &str, device_id: &str) -> Delivery {
         match self {
-            Self::InProcess(hub) => {
-                let reached = if verb == "close" { hub.close(device_id) } else { hub.wake(device_id) };
-                if reached {
-                    Delivery::Pushed
-                } else {
-                    Delivery::Queued
-                }
-            }
-            // One line each way: `wake ID` / `close ID`, answered `reached` or `absent`.
-            Self::Socket(path) => {
-                use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-                let Ok(mut stream) = tokio::net::UnixStream::connect(path).await else { return Delivery::ServerDown };
-                if stream.write_all(format!("{verb} {device_id}\n").as_bytes()).await.is_err() {
-                    return Delivery::ServerDown;
-                }
-                // The command is stored either way; a slow answer only loses the detail.
-                let mut answer = String::new();
-                let mut reader = tokio::io::BufReader::new(stream);
-                match tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut answer)).await {
-                    Ok(Ok(_)) if answer.trim() == "reached" => Delivery::Pushed,
-                    _ => Delivery::Queued,
-                }
+            Self::InProcess(hub) => delivery(if verb == "close" { hub.close(device_id) } else { hub.wake(device_id) }),
+            Self::Socket(socket) => Self::ask(socket, &format!("{verb} {device_id}\n")).await,
+        }
+    }
+
+    /// One line each way: `wake ID`, `close ID` or `push COMMAND`, answered `reached` or
+    /// `absent`.
+    async fn ask(socket: &AdminSocket, line: &str) -> Delivery {
+        match socket.ask(line, Duration::from_secs(2)).await {
+            Ok(answer) if answer == "reached" => Delivery::Pushed,
+            Ok(_) => Delivery::Queued,
+            Err(NoAnswer::Unreachable) => Delivery::ServerDown,
+            // The command is stored either way; a slow answer only loses the detail.
+            Err(NoAnswer::Silent) => Delivery::Queued,
+        }
+    }
+
+    /// Wakes the device's stream with a command just queued (durably), which the serving
+    /// process pushes as it is instead of reading it back from storage. On the socket it is one
+    /// line, `push` and the command's protobuf in hex (the socket is the server owner's alone;
+    /// the line is zeroed after use: the command may carry a temporary passcode).
+    pub async fn hand_over(&self, command: &v1::Command) -> Delivery {
+        match self {
+            Self::InProcess(hub) => delivery(hub.hand_over(command.clone())),
+            Self::Socket(socket) => {
+                let bytes = zeroize::Zeroizing::new(prost::Message::encode_to_vec(command));
+                let hex = latchkey_common::hex::encode(&bytes);
+                let mut line = zeroize::Zeroizing::new(String::with_capacity(hex.len() + 6));
+                line.push_str("push ");
+                line.push_str(&hex);
+                line.push('\n');
+                Self::ask(socket, &line).await
             }
         }
     }
@@ -92,14 +110,9 @@ impl Waker {
     /// Returns once the serving process answers that the command is final, or at once when no
     /// server listens, or after `timeout`: the final record the server sent, or `None` when the
     /// caller must read the command from storage.
-    async fn wait_socket(path: &std::path::Path, command_id: &str, timeout: Duration) -> Option<ActionRecord> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::UnixStream::connect(path).await.ok()?;
-        stream.write_all(format!("wait {command_id}\n").as_bytes()).await.ok()?;
-        let mut answer = String::new();
-        let mut reader = tokio::io::BufReader::new(stream);
-        tokio::time::timeout(timeout, reader.read_line(&mut answer)).await.ok()?.ok()?;
-        let record: ActionRecord = serde_json::from_str(answer.trim_end().strip_prefix("final ")?).ok()?;
+    async fn wait_socket(socket: &AdminSocket, command_id: &str, timeout: Duration) -> Option<ActionRecord> {
+        let answer = socket.ask(&format!("wait {command_id}\n"), timeout).await.ok()?;
+        let record: ActionRecord = serde_json::from_str(answer.strip_prefix("final ")?).ok()?;
         (record.command_id == command_id && record.state.is_final()).then_some(record)
     }
 }
@@ -254,8 +267,8 @@ impl Admin {
                     return Ok(found?);
                 }
             }
-            Waker::Socket(path) => {
-                if let Some(record) = Waker::wait_socket(path, command_id, timeout).await {
+            Waker::Socket(socket) => {
+                if let Some(record) = Waker::wait_socket(socket, command_id, timeout).await {
                     return Ok(Some(record));
                 }
             }
@@ -305,7 +318,7 @@ impl Admin {
             Some((status, code, message)) => Some(format!("predicted {status} {code}: {message}")),
         };
         let now = now_ms();
-        let command = v1::Command {
+        let mut command = v1::Command {
             command_id: command_id.clone(),
             device_id: device_id.to_owned(),
             issued_at_unix_ms: now,
@@ -317,7 +330,7 @@ impl Admin {
             .map(|(kind, value)| (*kind, self.vault.seal(value.expose().as_bytes(), &passcode_context(&command_id))));
         self.store
             .queue(NewCommand {
-                command,
+                command: command.clone(),
                 requested: request.name().to_owned(),
                 action: plan.kind.name().to_owned(),
                 warning: warning.clone().unwrap_or_default(),
@@ -325,7 +338,8 @@ impl Admin {
             })
             .await?;
         tracing::info!(device_id = %device_id, command_id = %command_id, action = plan.kind.name(), "action queued");
-        let delivery = self.waker.wake(device_id).await;
+        let delivery = self.waker.hand_over(&command).await;
+        latchkey_proto::scrub(&mut command);
         let (temporary_passcode, lock_pin) = match secret {
             // Never show a passcode for an action predicted to fail: `passcodes` shows it once
             // the action succeeds.
@@ -470,7 +484,7 @@ mod tests {
             writer.write_all(answer.as_bytes()).await.expect("answer");
             request
         });
-        let got = Waker::wait_socket(&path, "c1", Duration::from_secs(5)).await;
+        let got = Waker::wait_socket(&AdminSocket::new(path), "c1", Duration::from_secs(5)).await;
         assert_eq!(server.await.expect("server task"), "wait c1\n");
         got
     }
@@ -498,6 +512,7 @@ mod tests {
     #[tokio::test]
     async fn no_server_means_storage() {
         let dir = tempfile::tempdir().expect("temp dir");
-        assert_eq!(Waker::wait_socket(&dir.path().join("admin.sock"), "c1", Duration::from_secs(5)).await, None);
+        let socket = AdminSocket::new(dir.path().join("admin.sock"));
+        assert_eq!(Waker::wait_socket(&socket, "c1", Duration::from_secs(5)).await, None);
     }
 }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use latchkey_proto::v1;
+
 use crate::records::ActionRecord;
 
 /// One device's live stream, as the hub holds it.
@@ -30,6 +32,10 @@ pub struct Hub {
     /// command may have reached a final state: with its final record when a result was just
     /// stored, `None` when the waiter must look for itself.
     results: Mutex<HashMap<String, watch::Sender<Option<Arc<ActionRecord>>>>>,
+    /// Commands the admin handed over with the wake-up, by device, until its stream task takes
+    /// them: pushed without being read back from storage. Empty while nothing is in flight, so
+    /// an idle stream costs nothing here.
+    handed: Mutex<HashMap<String, Vec<v1::Command>>>,
 }
 
 /// A registration; unregisters only itself (a newer stream for the same device survives).
@@ -67,9 +73,31 @@ impl Hub {
         let mut streams = lock(&self.streams);
         if streams.get(&registration.device_id).is_some_and(|s| s.generation == registration.generation) {
             streams.remove(&registration.device_id);
+            // Still in storage: the next stream or poll reads them.
+            lock(&self.handed).remove(&registration.device_id);
             return true;
         }
         false
+    }
+
+    /// Wakes the device's stream task with a command just queued, which it pushes without
+    /// reading storage; returns whether the device has a stream (if not, the command waits in
+    /// storage as after [`Hub::wake`]).
+    pub fn hand_over(&self, command: v1::Command) -> bool {
+        let streams = lock(&self.streams);
+        let Some(stream) = streams.get(&command.device_id) else { return false };
+        let notify = stream.notify.clone();
+        // Under the streams lock, so `unregister` cannot drop the stream in between and leave
+        // the command here.
+        lock(&self.handed).entry(command.device_id.clone()).or_default().push(command);
+        drop(streams);
+        notify.notify_one();
+        true
+    }
+
+    /// The commands handed over for the device since the last call, oldest first.
+    pub fn take_handed(&self, device_id: &str) -> Vec<v1::Command> {
+        lock(&self.handed).remove(device_id).unwrap_or_default()
     }
 
     /// Wakes the device's stream task; returns whether the device has a stream.
@@ -142,5 +170,40 @@ impl Hub {
     /// The signs of life since the last call.
     pub fn take_seen(&self) -> Vec<(String, i64)> {
         std::mem::take(&mut *lock(&self.seen)).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(id: &str, device: &str) -> v1::Command {
+        v1::Command { command_id: id.into(), device_id: device.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_handed_over_command_reaches_only_a_live_stream_once_and_never_outlives_it() {
+        let hub = Hub::default();
+        assert!(!hub.hand_over(command("c0", "d")), "no stream: the command waits in storage");
+        assert!(hub.take_handed("d").is_empty(), "nothing kept for a device without a stream");
+
+        let first = hub.register("d");
+        assert!(hub.hand_over(command("c1", "d")));
+        assert!(hub.hand_over(command("c2", "d")));
+        assert!(!hub.hand_over(command("x", "other")));
+        let taken: Vec<String> = hub.take_handed("d").into_iter().map(|c| c.command_id).collect();
+        assert_eq!(taken, ["c1", "c2"], "oldest first");
+        assert!(hub.take_handed("d").is_empty(), "taken once");
+
+        // Left over when the stream ends: dropped (storage still has it); a replaced stream's
+        // unregistration leaves the new stream's commands alone.
+        assert!(hub.hand_over(command("c3", "d")));
+        let second = hub.register("d");
+        assert!(!hub.unregister(&first));
+        assert_eq!(hub.take_handed("d").len(), 1, "the newer stream still gets it");
+        assert!(hub.hand_over(command("c4", "d")));
+        assert!(hub.unregister(&second));
+        assert!(hub.take_handed("d").is_empty());
+        assert!(lock(&hub.handed).is_empty(), "nothing left behind");
     }
 }

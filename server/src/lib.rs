@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_socket;
 pub mod ca;
 pub mod datadir;
 pub mod hub;

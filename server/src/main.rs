@@ -13,6 +13,7 @@ use latchkey_common::time::rfc3339;
 use latchkey_platform::request::Request;
 use latchkey_platform::{ResetFlags, Scope, SecretBytes};
 use latchkey_server::admin::{self, ActionOptions, Admin, Delivery, Waker};
+use latchkey_server::admin_socket::AdminSocket;
 use latchkey_server::datadir::DataDir;
 use latchkey_server::records::{ActionFilter, CommandState, PasscodeKind};
 use latchkey_server::serve::{self, ServeConfig};
@@ -271,7 +272,7 @@ fn admin(data: &Path) -> anyhow::Result<Admin> {
     Ok(Admin {
         store: Arc::new(SqliteStore::open(&dir.db())?),
         vault: Arc::new(Vault::load(&dir.secrets_key(), false)?),
-        waker: Waker::Socket(dir.admin_socket()),
+        waker: Waker::Socket(AdminSocket::new(dir.admin_socket())),
     })
 }
 

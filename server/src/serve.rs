@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use latchkey_proto::v1::device_service_server::DeviceServiceServer;
+use latchkey_proto::v1::{self, device_service_server::DeviceServiceServer};
+use prost::Message;
 
 use crate::ca::Authority;
 use crate::datadir::{DataDir, DirLock};
@@ -247,9 +248,12 @@ async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, store: Arc<dyn St
             let (reader, mut writer) = stream.into_split();
             let mut lines = tokio::io::BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                // A `push` line carries a command, which may carry a passcode.
+                let line = zeroize::Zeroizing::new(line);
                 let answer = match line.trim().split_once(' ') {
                     Some(("close", device_id)) => reached(hub.close(device_id.trim())),
                     Some(("wake", device_id)) => reached(hub.wake(device_id.trim())),
+                    Some(("push", hex)) => reached(hand_over(&hub, hex.trim())),
                     Some(("wait", command_id)) => {
                         let waited = tokio::select! {
                             w = crate::admin::wait_final(&hub, store.as_ref(), command_id.trim()) => w,
@@ -278,6 +282,18 @@ async fn admin_listener(listener: UnixListener, hub: Arc<Hub>, store: Arc<dyn St
                 }
             }
         });
+    }
+}
+
+/// `push HEX`: a command the admin just queued, handed to its device's stream task as it is.
+fn hand_over(hub: &Hub, hex: &str) -> bool {
+    let command = latchkey_common::hex::decode(hex).and_then(|bytes| v1::Command::decode(bytes.as_slice()).ok());
+    match command {
+        Some(command) => hub.hand_over(command),
+        None => {
+            tracing::warn!("malformed command handed over on the admin socket; the device gets it from storage");
+            false
+        }
     }
 }
 

@@ -419,6 +419,9 @@ impl PushStream {
     }
 
     /// Sends every deliverable command not yet sent on this stream; records the delivery.
+    /// Commands the admin handed over with the wake-up are sent as they are, without reading
+    /// storage; anything else deliverable (a `not_now` retry that came due) is read at the
+    /// latest on the next heartbeat, which always reads.
     async fn push(
         &self,
         device_id: &str,
@@ -426,17 +429,23 @@ impl PushStream {
         delivered: &mut HashSet<String>,
     ) -> Result<(), ()> {
         let now = now_ms();
-        let commands = match self.store.deliverable(device_id, now).await {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.storage_errors.inc();
-                tracing::error!(device_id = %device_id, error = %e, "reading the command queue");
-                return Ok(());
-            }
+        let handed = self.hub.take_handed(device_id);
+        let commands = if !handed.is_empty() {
+            handed
+        } else {
+            let commands = match self.store.deliverable(device_id, now).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.metrics.storage_errors.inc();
+                    tracing::error!(device_id = %device_id, error = %e, "reading the command queue");
+                    return Ok(());
+                }
+            };
+            // A command re-queued after `not_now` leaves the deliverable set for a while; when
+            // it comes back it is pushed again.
+            delivered.retain(|id| commands.iter().any(|c| &c.command_id == id));
+            commands
         };
-        // A command re-queued after `not_now` leaves the deliverable set for a while; when it
-        // comes back it is pushed again.
-        delivered.retain(|id| commands.iter().any(|c| &c.command_id == id));
         let mut sent = Vec::new();
         for command in commands {
             if delivered.contains(&command.command_id) {
