@@ -73,8 +73,10 @@ impl Hub {
         let mut streams = lock(&self.streams);
         if streams.get(&registration.device_id).is_some_and(|s| s.generation == registration.generation) {
             streams.remove(&registration.device_id);
-            // Still in storage: the next stream or poll reads them.
-            lock(&self.handed).remove(&registration.device_id);
+            // Still in storage: the next stream or poll reads them. They may carry a passcode.
+            if let Some(mut left) = lock(&self.handed).remove(&registration.device_id) {
+                left.iter_mut().for_each(latchkey_proto::scrub);
+            }
             return true;
         }
         false
