@@ -302,24 +302,23 @@ impl DeviceService for Service {
         let now = now_ms();
         let outcome = self.store.record_result(&device_id, new, now, self.retry).await.map_err(|e| self.status(e))?;
         let duplicate = outcome == ReportOutcome::Duplicate;
-        // A waiting admin gets the final record with the wake-up (only a recorded result is final).
-        let record = match &outcome {
-            ReportOutcome::Recorded(record) => Some(Arc::new(record.as_ref().clone())),
-            ReportOutcome::Requeued(_) | ReportOutcome::Duplicate => None,
-        };
-        self.hub.result_stored(&result.command_id, record);
-        match outcome {
+        let record = match outcome {
             ReportOutcome::Recorded(record) => {
                 self.metrics.report_latency.observe((now - record.issued_at).max(0) as f64 / 1000.0);
                 tracing::info!(device_id = %device_id, command_id = %result.command_id, status = status.as_str(), error_code = %error_code, "result reported");
+                Some(Arc::from(record))
             }
             ReportOutcome::Requeued(after) => {
                 tracing::info!(device_id = %device_id, command_id = %result.command_id, retry_at = after, "device answered not_now; delivering it again later");
+                None
             }
             ReportOutcome::Duplicate => {
                 tracing::debug!(device_id = %device_id, command_id = %result.command_id, "result re-sent; already recorded");
+                None
             }
-        }
+        };
+        // A waiting admin gets the final record with the wake-up (only a recorded result is final).
+        self.hub.result_stored(&result.command_id, record);
         Ok(Response::new(v1::ReportAck { duplicate }))
     }
 
