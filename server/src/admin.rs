@@ -59,15 +59,8 @@ fn delivery(reached: bool) -> Delivery {
 }
 
 impl Waker {
-    async fn send(&self, verb: &str, device_id: &str) -> Delivery {
-        match self {
-            Self::InProcess(hub) => delivery(if verb == "close" { hub.close(device_id) } else { hub.wake(device_id) }),
-            Self::Socket(socket) => Self::ask(socket, &format!("{verb} {device_id}\n")).await,
-        }
-    }
-
-    /// One line each way: `wake ID`, `close ID` or `push COMMAND`, answered `reached` or
-    /// `absent`.
+    /// One line each way: `close ID` or `push COMMAND` (the serving process also takes `wake
+    /// ID`), answered `reached` or `absent`.
     async fn ask(socket: &AdminSocket, line: &str) -> Delivery {
         match socket.ask(line, Duration::from_secs(2)).await {
             Ok(answer) if answer == "reached" => Delivery::Pushed,
@@ -97,14 +90,12 @@ impl Waker {
         }
     }
 
-    /// Wakes the device's stream so it picks up new work.
-    pub async fn wake(&self, device_id: &str) -> Delivery {
-        self.send("wake", device_id).await
-    }
-
     /// Ends the device's stream.
     pub async fn close(&self, device_id: &str) -> Delivery {
-        self.send("close", device_id).await
+        match self {
+            Self::InProcess(hub) => delivery(hub.close(device_id)),
+            Self::Socket(socket) => Self::ask(socket, &format!("close {device_id}\n")).await,
+        }
     }
 
     /// Returns once the serving process answers that the command is final, or at once when no
