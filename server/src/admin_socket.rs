@@ -58,18 +58,22 @@ impl AdminSocket {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    async fn connect(&self) -> Result<BufReader<UnixStream>, NoAnswer> {
+        UnixStream::connect(&self.path).await.map(BufReader::new).map_err(|_| NoAnswer::Unreachable)
+    }
+
     /// Sends `line` (one request, ending in a newline) and returns the answer line.
     pub async fn ask(&self, line: &str, timeout: Duration) -> Result<String, NoAnswer> {
         let kept = self.idle().pop();
         let was_kept = kept.is_some();
         let mut conn = match kept {
             Some(conn) => conn,
-            None => BufReader::new(UnixStream::connect(&self.path).await.map_err(|_| NoAnswer::Unreachable)?),
+            None => self.connect().await?,
         };
         let mut outcome = exchange(&mut conn, line, timeout).await;
         if matches!(outcome, Exchange::Closed) && was_kept {
             // The server ended the kept connection (it restarted): once more on a new one.
-            conn = BufReader::new(UnixStream::connect(&self.path).await.map_err(|_| NoAnswer::Unreachable)?);
+            conn = self.connect().await?;
             outcome = exchange(&mut conn, line, timeout).await;
         }
         match outcome {
