@@ -186,6 +186,9 @@ pub trait Store: Send + Sync {
     async fn passcodes(&self, device_id: &str, now: i64) -> Result<Vec<PasscodeRecord>, StoreError>;
     /// Counts for the metrics endpoint.
     async fn stats(&self, now: i64) -> Result<QueueStats, StoreError>;
+    /// How many commands are still open at `now` (pending or sent, not expired): cheap enough
+    /// to ask often, unlike [`Store::stats`], which reads every command and device.
+    async fn open_commands(&self, now: i64) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

@@ -923,6 +923,20 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn open_commands(&self, now: i64) -> Result<u64, StoreError> {
+        // The open commands' own index alone: its size is the open commands', not the history's.
+        self.read(move |c| {
+            c.row(
+                "SELECT count(*) FROM commands INDEXED BY commands_open_expiry
+                 WHERE state IN ('pending', 'sent') AND expires_at > ?1",
+                params![now],
+                |r| r.get(0),
+            )
+            .map_err(sql)
+        })
+        .await
+    }
+
     async fn stats(&self, now: i64) -> Result<QueueStats, StoreError> {
         self.read(move |c| {
             let mut stats = QueueStats::default();

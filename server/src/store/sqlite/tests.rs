@@ -7,7 +7,7 @@ use latchkey_proto::v1;
 
 use super::SqliteStore;
 use crate::records::{
-    ActionFilter, CertInfo, CommandState, DeviceStatus, EscrowKind, NewDevice, PasscodeKind, ReportOutcome,
+    ActionFilter, CertInfo, CommandState, DeviceStatus, EscrowKind, NewDevice, PasscodeKind, QueueStats, ReportOutcome,
 };
 use crate::store::{NewCommand, NewResult, RetryPolicy, Store, StoreError};
 
@@ -201,6 +201,33 @@ fn commands_expire_in_every_view_and_on_the_sweep() {
         assert!(store.passcodes("d", 1_000).await.expect("passcodes").is_empty(), "passcode of an expired reset kept");
         let filter = ActionFilter { state: Some(CommandState::Expired), ..ActionFilter::default() };
         assert_eq!(store.actions(filter, 2_000).await.expect("actions").len(), 1);
+    });
+}
+
+#[test]
+fn the_open_count_agrees_with_the_stats_as_commands_move_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        enrolled(&store, "d").await;
+        let open_in_stats = |stats: QueueStats| {
+            stats
+                .by_action_state
+                .iter()
+                .filter(|((_, state), _)| state == "pending" || state == "sent")
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        };
+        for (id, expires) in [("a", 10_000), ("b", 10_000), ("c", 10_000), ("short", 500)] {
+            store.queue(command(id, "d", expires)).await.expect("queue");
+        }
+        store.mark_sent(vec!["b".into(), "c".into()], 20).await.expect("sent");
+        store.record_result("d", result("c", Status::Succeeded, 40), 50, RetryPolicy::default()).await.expect("result");
+        for (now, open) in [(100, 3), (500, 2)] {
+            // a (pending) and b (sent) are open throughout; "short" until it expires at 500.
+            assert_eq!(store.open_commands(now).await.expect("open"), open, "at {now}");
+            assert_eq!(open_in_stats(store.stats(now).await.expect("stats")), open, "stats at {now}");
+        }
     });
 }
 
