@@ -188,8 +188,8 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     // Where a command's time goes when it is not the disk: the CPU each process spends on it and
     // the agent's wake-ups (each hand-off between threads is two context switches).
     let cpu = |pid| cpu_seconds(pid).unwrap_or(f64::NAN);
-    let cpu_before = [cpu(server.pid()), cpu(agent.pid()), cpu(std::process::id())];
     let mut probe = rt.block_on(FloorProbe::open(&server, &agent))?;
+    let cpu_before = [cpu(server.pid()), cpu(agent.pid()), cpu(std::process::id())];
     let (mut floor_fsync, mut floor_unary) =
         (Vec::with_capacity(options.commands), Vec::with_capacity(options.commands));
     let mut agent_switches = SwitchCounter::start(agent.pid())?;
