@@ -367,8 +367,8 @@ impl PushStream {
     ) {
         // One of these waits per connected device, idle nearly all the time, and a future is as
         // large as its largest state: the push and the events live on the heap only while in
-        // use. The idle task is 1,128 bytes instead of 1,632; measured, 1.3 KiB less per idle
-        // connection at the server.
+        // use. The idle task is 1,128 bytes instead of 1,632; measured per idle connection at
+        // the server: 1.3 KiB less with 2,000 devices, 0.3 KiB less on average with 10,000.
         let device_id = registration.device_id.clone();
         let hello = Box::new(v1::ServerEvent {
             event: Some(v1::server_event::Event::Hello(v1::Hello {
