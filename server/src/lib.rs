@@ -26,6 +26,7 @@ pub mod hub;
 pub mod known_certs;
 pub mod limits;
 pub mod metrics;
+pub mod peer;
 pub mod records;
 pub mod serve;
 pub mod service;

@@ -1,7 +1,8 @@
 //! Running the server: hold the data directory, accept TLS 1.3 (a bounded number of handshakes at
 //! once, each with a deadline, backing off when accepting itself fails — out of descriptors),
-//! hand the streams to tonic, listen on the admin socket, sweep expired commands and passcodes
-//! on a timer, serve gRPC health and (optionally) Prometheus metrics, stop on cancellation.
+//! read each client certificate once (`peer.rs`), hand the streams to tonic, listen on the admin
+//! socket, sweep expired commands and passcodes on a timer, serve gRPC health and (optionally)
+//! Prometheus metrics, stop on cancellation.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::ca::Authority;
 use crate::datadir::{DataDir, DirLock};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::peer::Identified;
 use crate::service::Service;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{RetryPolicy, Store};
@@ -175,7 +177,7 @@ pub async fn start(config: ServeConfig, shutdown: CancellationToken) -> Result<R
 async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    conn_tx: tokio::sync::mpsc::Sender<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>,
+    conn_tx: tokio::sync::mpsc::Sender<Result<Identified, std::io::Error>>,
     metrics: Arc<Metrics>,
     max_handshakes: usize,
     shutdown: CancellationToken,
@@ -212,7 +214,7 @@ async fn accept_loop(
             let _permit = permit;
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let _ = conn_tx.send(Ok(tls)).await;
+                    let _ = conn_tx.send(Ok(Identified::new(tls))).await;
                 }
                 Ok(Err(e)) => {
                     metrics.tls_failures.inc();

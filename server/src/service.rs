@@ -10,15 +10,15 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
 use latchkey_proto::convert;
 use latchkey_proto::v1::{self, device_service_server::DeviceService};
 
-use crate::ca::{cert_info, Authority};
+use crate::ca::Authority;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::peer::PeerCert;
 use crate::records::{DeviceStatus, EscrowKind, NewDevice, ReportOutcome, Reported};
 use crate::store::{NewResult, RetryPolicy, Store, StoreError};
 use crate::vault::Vault;
@@ -86,19 +86,19 @@ impl Service {
 
     /// The enrolled device behind this request's client certificate.
     async fn device_of<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let certs = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|info| info.peer_certs())
-            .ok_or_else(|| Status::unauthenticated("a client certificate issued at enrollment is required"))?;
-        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let known = crate::known_certs::digest(leaf.as_ref());
+        let known = match request.extensions().get::<PeerCert>() {
+            Some(PeerCert::Leaf(digest)) => *digest,
+            Some(PeerCert::Unreadable) => return Err(Status::unauthenticated("client certificate does not parse")),
+            Some(PeerCert::Absent) | None => {
+                return Err(Status::unauthenticated("a client certificate issued at enrollment is required"))
+            }
+        };
         if let Some(device_id) = self.hub.certs.device(&known) {
             self.hub.saw(&device_id, now_ms());
             return Ok(device_id);
         }
-        let info = cert_info(leaf).ok_or_else(|| Status::unauthenticated("client certificate does not parse"))?;
-        let found = self.store.device_by_cert(&info.sha256).await.map_err(|e| self.status(e))?;
+        let sha256 = latchkey_common::hex::encode_public(&known);
+        let found = self.store.device_by_cert(&sha256).await.map_err(|e| self.status(e))?;
         let Some(found) = found else {
             return Err(Status::unauthenticated(
                 "this certificate is not the device's current one (it was replaced by a renewal, or the device is unknown); re-enroll the device",
@@ -125,7 +125,7 @@ impl Service {
         }
         if found.renewed {
             // First use of a renewed certificate: from now on it is the only one accepted.
-            self.store.promote_renewed_cert(&found.device_id, &info.sha256).await.map_err(|e| self.status(e))?;
+            self.store.promote_renewed_cert(&found.device_id, &sha256).await.map_err(|e| self.status(e))?;
             self.hub.certs.forget(&found.device_id);
             tracing::info!(device_id = %found.device_id, "renewed certificate in use; the previous one is refused from now on");
         }
