@@ -24,7 +24,7 @@ fn device(id: &str) -> NewDevice {
     }
 }
 
-async fn enrolled(store: &SqliteStore, id: &str) {
+pub(crate) async fn enrolled(store: &SqliteStore, id: &str) {
     store.insert_token(&format!("tok-{id}"), 0, i64::MAX).await.expect("token");
     store.enroll(&format!("tok-{id}"), 1, device(id)).await.expect("enroll");
     store.device_by_cert(&format!("cert-{id}")).await.expect("cert").expect("found");
