@@ -492,7 +492,7 @@ impl PushStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::{tests::enrolled, SqliteStore};
+    use crate::store::sqlite::tests::one_device;
 
     /// Waits until every task spawned on this (current-thread) runtime has finished.
     async fn spawned_done() {
@@ -503,12 +503,8 @@ mod tests {
 
     #[test]
     fn only_the_current_stream_records_its_device_offline() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (_dir, rt, store) = one_device("d");
         rt.block_on(async {
-            let sqlite = SqliteStore::open(&dir.path().join("server.db")).expect("open");
-            enrolled(&sqlite, "d").await;
-            let store: Arc<dyn Store> = Arc::new(sqlite);
             let (hub, metrics) = (Arc::new(Hub::default()), Metrics::new());
             let online = || async { store.device("d").await.expect("device").online };
             let register = || Online::register("d", hub.clone(), store.clone(), metrics.clone());

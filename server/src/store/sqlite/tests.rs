@@ -24,10 +24,20 @@ fn device(id: &str) -> NewDevice {
     }
 }
 
-pub(crate) async fn enrolled(store: &SqliteStore, id: &str) {
+async fn enrolled(store: &SqliteStore, id: &str) {
     store.insert_token(&format!("tok-{id}"), 0, i64::MAX).await.expect("token");
     store.enroll(&format!("tok-{id}"), 1, device(id)).await.expect("enroll");
     store.device_by_cert(&format!("cert-{id}")).await.expect("cert").expect("found");
+}
+
+/// A store in a temporary directory with device `id` enrolled, and a current-thread runtime
+/// (on one thread, a spawned task has run once the test yields to it).
+pub(crate) fn one_device(id: &str) -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let sqlite = SqliteStore::open(&dir.path().join("server.db")).expect("open");
+    rt.block_on(enrolled(&sqlite, id));
+    (dir, rt, Arc::new(sqlite))
 }
 
 fn command(id: &str, device: &str, expires: i64) -> NewCommand {
@@ -357,13 +367,9 @@ fn a_waiting_admin_is_woken_by_the_result_by_expiry_and_by_cancellation() {
 fn a_waiting_admin_gets_the_stored_record_without_reading_it_back() {
     use crate::admin::wait_final;
     use crate::hub::Hub;
-    let dir = tempfile::tempdir().expect("tempdir");
     // One thread: the waiter has subscribed once it yields to us.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (_dir, rt, store) = one_device("d");
     rt.block_on(async {
-        let sqlite = SqliteStore::open(&dir.path().join("t.db")).expect("open");
-        enrolled(&sqlite, "d").await;
-        let store: Arc<dyn Store> = Arc::new(sqlite);
         let hub = Arc::new(Hub::default());
         store.queue(command("c0", "d", crate::now_ms() + 3_600_000)).await.expect("queue");
         let waiting = {
