@@ -30,7 +30,8 @@ impl PeerCert {
     pub fn of(chain: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Self {
         match chain.and_then(|c| c.first()) {
             None => Self::Absent,
-            Some(leaf) if crate::ca::cert_info(leaf).is_none() => Self::Unreadable,
+            // What `ca::cert_info` would refuse, without hashing the leaf twice.
+            Some(leaf) if x509_parser::parse_x509_certificate(leaf).is_err() => Self::Unreadable,
             Some(leaf) => Self::Leaf(digest(leaf)),
         }
     }

@@ -244,19 +244,19 @@ impl DeviceService for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let device_id = self.device_of(&request).await?;
         let inbound = request.into_inner();
-        let online = Online::register(&device_id, self.hub.clone(), self.store.clone(), self.metrics.clone());
+        let stream = PushStream::register(
+            &device_id,
+            self.store.clone(),
+            self.hub.clone(),
+            self.metrics.clone(),
+            self.heartbeat,
+            self.shutdown.clone(),
+        );
         if let Err(e) = self.store.set_online(&device_id, true, now_ms()).await {
             tracing::warn!(device_id = %device_id, error = %e, "recording the stream");
         }
         tracing::info!(device_id = %device_id, "push stream opened");
-        let stream = PushStream {
-            store: self.store.clone(),
-            hub: self.hub.clone(),
-            metrics: self.metrics.clone(),
-            heartbeat: self.heartbeat,
-            shutdown: self.shutdown.clone(),
-        };
-        Ok(Response::new(Box::pin(stream.events(online, inbound))))
+        Ok(Response::new(stream.events(inbound)))
     }
 
     async fn poll(&self, request: Request<v1::PollRequest>) -> Result<Response<v1::PollResponse>, Status> {
@@ -341,25 +341,23 @@ impl DeviceService for Service {
     }
 }
 
-/// A device's place in the hub while its push stream lives. However the stream ends — closed
-/// by either side, its connection lost, the server stopping — dropping this unregisters it
-/// and records the device offline.
-struct Online {
+/// One device's push stream: announce the heartbeat, push what is deliverable, beat, and notice
+/// a silent device. It is the response body itself, polled by the connection's stream task:
+/// no task or channel of its own (a spawned task feeding the body through a channel held
+/// 0.7–1.1 KiB more per idle connection at the server with 10,000 devices, two runs of each).
+/// However the stream ends — closed by either side, its connection lost, the server stopping —
+/// dropping it unregisters it and records the device offline.
+struct PushStream {
+    /// Taken only by `Drop`.
     registration: Option<crate::hub::Registration>,
-    hub: Arc<Hub>,
     store: Arc<dyn Store>,
+    hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
 }
 
-impl Online {
-    fn register(device_id: &str, hub: Arc<Hub>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        let registration = Some(hub.register(device_id));
-        metrics.streams.inc();
-        Self { registration, hub, store, metrics }
-    }
-}
-
-impl Drop for Online {
+impl Drop for PushStream {
     fn drop(&mut self) {
         let Some(registration) = self.registration.take() else { return };
         self.metrics.streams.dec();
@@ -383,25 +381,27 @@ impl Drop for Online {
     }
 }
 
-/// One device's push stream: announce the heartbeat, push what is deliverable, beat, and notice
-/// a silent device. It is the response body itself, polled by the connection's stream task:
-/// no task or channel of its own (a spawned task feeding the body through a channel held
-/// 0.7–1.1 KiB more per idle connection at the server with 10,000 devices, two runs of each).
-struct PushStream {
-    store: Arc<dyn Store>,
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    heartbeat: Duration,
-    shutdown: CancellationToken,
-}
-
 impl PushStream {
-    fn events(self, online: Online, mut inbound: Streaming<v1::AgentEvent>) -> EventStream {
+    /// Registers a device's new stream in the hub (ending an older one).
+    fn register(
+        device_id: &str,
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let registration = Some(hub.register(device_id));
+        metrics.streams.inc();
+        Self { registration, store, hub, metrics, heartbeat, shutdown }
+    }
+
+    fn events(self, mut inbound: Streaming<v1::AgentEvent>) -> EventStream {
         // One of these per connected device, idle nearly all the time, and a future is as large
         // as its largest state: events are boxed and reading the queue is a future of its own,
         // so the idle state holds neither.
         let events = async_stream::stream! {
-            let Some(registration) = online.registration.as_ref() else { return };
+            let Some(registration) = self.registration.as_ref() else { return };
             let device_id = registration.device_id.as_str();
             yield Box::new(v1::ServerEvent {
                 event: Some(v1::server_event::Event::Hello(v1::Hello {
@@ -507,7 +507,10 @@ mod tests {
         rt.block_on(async {
             let (hub, metrics) = (Arc::new(Hub::default()), Metrics::new());
             let online = || async { store.device("d").await.expect("device").online };
-            let register = || Online::register("d", hub.clone(), store.clone(), metrics.clone());
+            let register = || {
+                let (heartbeat, shutdown) = (Duration::from_secs(20), CancellationToken::new());
+                PushStream::register("d", store.clone(), hub.clone(), metrics.clone(), heartbeat, shutdown)
+            };
 
             let first = register();
             store.set_online("d", true, 1).await.expect("online");
