@@ -23,13 +23,15 @@ use latchkey_server::admin::ActionOptions;
 use latchkey_server::records::DeviceStatus;
 
 use crate::procs::{signal, Bins, ServerProc};
-use crate::procstat::{raise_nofile, ProcStat};
+use crate::procstat::{cpu_seconds, raise_nofile, ProcStat};
 use crate::report::{emit, note};
 
 /// Descriptors one in-process agent holds, with headroom.
 const FDS_PER_AGENT: u64 = 8;
 /// The agents' heartbeat (the shipped default).
 const HEARTBEAT: &str = "20s";
+/// Threads for the blocking work of all the agents in one host process.
+const HOST_BLOCKING_THREADS: usize = 8;
 
 /// What to run.
 pub struct Options {
@@ -167,6 +169,13 @@ impl Fleet {
     pub fn hosts_gone(&mut self) -> usize {
         self.hosts.iter_mut().map(|h| h.try_wait()).filter(|w| matches!(w, Ok(Some(_)))).count()
     }
+
+    /// CPU seconds used so far by the server, the agents-host processes together, and this
+    /// process (the admin issuing the commands and the observer counting the results).
+    fn cpu_seconds(&self) -> Result<[f64; 3]> {
+        let hosts = self.hosts.iter().map(|h| cpu_seconds(h.id())).sum::<Result<f64>>()?;
+        Ok([cpu_seconds(self.server.pid())?, hosts, cpu_seconds(std::process::id())?])
+    }
 }
 
 /// `fleet`.
@@ -196,6 +205,7 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     // commits them in groups). Results are counted while the commands are still being issued.
     let admin = std::sync::Arc::new(admin);
     let issued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu_before = fleet.cpu_seconds()?;
     let started = Instant::now();
     let issuer = {
         let (admin, issued) = (admin.clone(), issued.clone());
@@ -262,6 +272,8 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Up to the last result: the check-ins that follow the commands are not in it.
+    let cpu_after = fleet.cpu_seconds()?;
     for (share, at) in &marks {
         let name = format!("results_{}pct", (share * 100.0) as u32);
         emit(BENCH, &name, at.unwrap_or(f64::NAN), "s", None);
@@ -272,6 +284,10 @@ pub fn run(bins: &Bins, options: &Options) -> Result<()> {
     emit(BENCH, "results_polls", f64::from(polls), "count", None);
     let (finished, succeeded) = done(&rt)?;
     emit(BENCH, "results_per_second", finished as f64 / marks[2].1.unwrap_or(limit.as_secs_f64()), "results/s", None);
+    for (i, who) in ["server", "agents_hosts", "bench"].iter().enumerate() {
+        let ms = (cpu_after[i] - cpu_before[i]) * 1000.0 / n as f64;
+        emit(BENCH, &format!("cpu_per_command_{who}"), ms, "ms", None);
+    }
     let errors = issue_errors as u64 + (n as u64 - succeeded) + fleet.hosts_gone() as u64;
     emit(BENCH, "errors", errors as f64, "count", None);
     if errors > 0 {
@@ -321,7 +337,11 @@ pub fn storm(bins: &Bins, options: &Options) -> Result<()> {
 /// them all in this process, prints `ready N`, and stops them on SIGTERM.
 pub fn host(dir: &Path, server: &str, ca: &Path, tokens: &Path, heartbeat: &str) -> Result<()> {
     raise_nofile()?;
-    let rt = tokio::runtime::Runtime::new()?;
+    // A device runs one agent; a host runs thousands, and with tokio's default pool (up to 512
+    // threads) each agent's journal and device work got a thread of its own: about 350 threads
+    // per host under the command burst, whose switching was load of the bench's own making.
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(HOST_BLOCKING_THREADS).build()?;
     rt.block_on(async {
         let text = std::fs::read_to_string(tokens)?;
         let tokens: Vec<String> = text.lines().map(str::to_owned).collect();
