@@ -145,6 +145,7 @@ impl Fleet {
                 .arg("--tokens")
                 .arg(&token_file)
                 .args(["--heartbeat", HEARTBEAT])
+                .args(["--parent", &std::process::id().to_string()])
                 .stdout(Stdio::piped())
                 .stderr(std::fs::File::create(dir.join("host.log"))?)
                 .spawn()?;
@@ -335,7 +336,15 @@ pub fn storm(bins: &Bins, options: &Options) -> Result<()> {
 
 /// `agents-host` (run by `fleet` and `storm`): enrolls one agent per token in `tokens`, runs
 /// them all in this process, prints `ready N`, and stops them on SIGTERM.
-pub fn host(dir: &Path, server: &str, ca: &Path, tokens: &Path, heartbeat: &str) -> Result<()> {
+pub fn host(dir: &Path, server: &str, ca: &Path, tokens: &Path, heartbeat: &str, parent: u32) -> Result<()> {
+    // A bench killed by hand must not leave thousands of agents behind, reconnecting for ever
+    // and loading the next run. The signal comes when the thread that spawned this host ends:
+    // the bench spawns its hosts from its main thread. Its check after the request closes the
+    // race with a bench that died first.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+    if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+        bail!("the bench that started this agents-host (process {parent}) has gone");
+    }
     raise_nofile()?;
     // A device runs one agent; a host runs thousands, and with tokio's default pool (up to 512
     // threads) each agent's journal and device work got a thread of its own: about 350 threads

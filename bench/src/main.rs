@@ -85,14 +85,17 @@ enum Bench {
         tokens: PathBuf,
         #[arg(long)]
         heartbeat: String,
+        /// The bench that started this host.
+        #[arg(long)]
+        parent: u32,
     },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Bench::AgentsHost { dir, server, ca, tokens, heartbeat } = &cli.command {
+    if let Bench::AgentsHost { dir, server, ca, tokens, heartbeat, parent } = &cli.command {
         tracing_subscriber_init();
-        return fleet::host(dir, server, ca, tokens, heartbeat);
+        return fleet::host(dir, server, ca, tokens, heartbeat, *parent);
     }
     let bins = procs::Bins::find(cli.agent_bin, cli.server_bin)?;
     match cli.command {
